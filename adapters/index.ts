@@ -1,0 +1,1 @@
+export { AdapterVersion, adapterKey, SafeId, tenantPrefix } from './src/keys.ts';

@@ -1,0 +1,9 @@
+export {
+  availableProviders,
+  createSession,
+  type ExecutionProvider,
+  type Feeds,
+  Session,
+  type SessionOptions,
+} from './session.ts';
+export { f32, f64, i64, type Tensor, tensor } from './tensor.ts';

@@ -1,0 +1,42 @@
+import { HealthStatus } from '@ladder/schemas';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadWorkerConfig, type RunningWorker, startWorker } from '../../gpu-worker/index.ts';
+
+describe('gpu-worker over real HTTP on 127.0.0.1', () => {
+  let worker: RunningWorker;
+  beforeAll(async () => {
+    worker = await startWorker({ LADDER_WORKER_HOST: '127.0.0.1', LADDER_WORKER_PORT: 0 });
+  });
+  afterAll(() => worker.close());
+
+  it('binds loopback only', () => {
+    expect(worker.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+  });
+
+  it('answers /healthz with the shared HealthStatus schema', async () => {
+    const res = await fetch(`${worker.url}/healthz`);
+    expect(res.status).toBe(200);
+    const body = HealthStatus.parse(await res.json());
+    expect(body.service).toBe('gpu-worker');
+  });
+
+  it('answers unknown routes with an OpenAI-shaped 404', async () => {
+    const res = await fetch(`${worker.url}/internal/nope`);
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('not_found');
+  });
+});
+
+describe('worker configuration', () => {
+  it('fills laptop defaults', () => {
+    expect(loadWorkerConfig({})).toMatchObject({
+      LADDER_WORKER_HOST: '127.0.0.1',
+      LADDER_EXECUTION_PROVIDER: 'cpu',
+    });
+  });
+
+  it('names the bad variable', () => {
+    expect(() => loadWorkerConfig({ LADDER_WORKER_PORT: 'eighty' })).toThrow(/LADDER_WORKER_PORT/);
+    expect(() => loadWorkerConfig({ LADDER_EXECUTION_PROVIDER: 'tpu' })).toThrow(/LADDER_EXECUTION_PROVIDER/);
+  });
+});
