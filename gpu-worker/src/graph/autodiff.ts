@@ -1,0 +1,108 @@
+import { type Graph, GraphError, isFloat, type Node, type OpDef, Value } from './builder.ts';
+import { dimEq, shapeEq, shapeStr } from './dims.ts';
+import { add } from './ops/arith.ts';
+import { reduceSum } from './ops/reduce.ts';
+import { expandAs, reshapeAs } from './ops/shape.ts';
+
+/**
+ * Reverse-mode autodiff over a builder graph: the cross-cutting rules live here, each op's own
+ * rule lives next to its forward (`OpDef.vjp`).
+ *
+ *   1. forward sweep: which values depend on `wrt` (only those can carry gradients)
+ *   2. backward sweep: which of them reach `loss` (the rest is pruned, no nodes emitted)
+ *   3. reverse construction order: call each live node's vjp, sum fan-out, undo broadcasts
+ */
+
+/** Identity that blocks gradients: what flows through it is treated as a constant. */
+export const STOP_GRADIENT: OpDef = {
+  type: 'Identity',
+  infer: ([x]) => [{ dtype: x!.dtype, shape: x!.shape }],
+};
+
+export function stopGradient(x: Value): Value {
+  return x.graph.op(STOP_GRADIENT, [x], {}, { name: 'StopGradient' });
+}
+
+export function zerosLike(x: Value): Value {
+  return expandAs(x.graph.scalar(0, x.dtype), x);
+}
+
+export function grad(loss: Value, wrt: readonly Value[]): Value[] {
+  const g = loss.graph;
+  if (loss.shape.length !== 0) throw new GraphError(`grad: loss ${loss} must be a scalar (shape [])`);
+  if (!isFloat(loss.dtype)) throw new GraphError(`grad: loss ${loss} is not floating point`);
+  for (const w of wrt) {
+    if (w.graph !== g) throw new GraphError(`grad: unknown input ${w} (it belongs to another graph)`);
+    if (!isFloat(w.dtype)) throw new GraphError(`grad: cannot differentiate with respect to ${w}`);
+  }
+
+  // 1. values that depend on wrt through differentiable ops
+  const depends = new Set<Value>(wrt);
+  for (const node of g.nodes) {
+    if (!node.op.vjp) continue;
+    if (node.inputs.some((v) => depends.has(v)))
+      for (const o of node.outputs) if (isFloat(o.dtype)) depends.add(o);
+  }
+  // 2. of those, the ones on a path to the loss
+  const reaches = new Set<Value>([loss]);
+  const live: Node[] = [];
+  for (let i = g.nodes.length - 1; i >= 0; i--) {
+    const node = g.nodes[i]!;
+    if (!node.op.vjp || !node.outputs.some((o) => reaches.has(o) && depends.has(o))) continue;
+    live.push(node);
+    for (const v of node.inputs) if (depends.has(v)) reaches.add(v);
+  }
+
+  // 3. reverse sweep (live is already in reverse construction order)
+  const grads = new Map<Value, Value>([[loss, g.scalar(1, loss.dtype)]]);
+  for (const node of live) {
+    const outGrads = node.outputs.map((o) => grads.get(o));
+    if (outGrads.every((x) => x === undefined)) continue;
+    const needs = node.inputs.map((v) => depends.has(v) && reaches.has(v) && isFloat(v.dtype));
+    const inGrads = atPath(g, `/grad${node.name}`, () =>
+      node.op.vjp!({
+        node,
+        inputs: node.inputs,
+        outputs: node.outputs,
+        attrs: node.attrs,
+        grads: node.outputs.map((o, i) => outGrads[i] ?? zerosLike(o)),
+        needs,
+      }),
+    );
+    node.inputs.forEach((input, i) => {
+      const gi = inGrads[i];
+      if (!needs[i] || gi === undefined) return;
+      const fitted = atPath(g, `/grad${node.name}`, () => unbroadcast(gi, input, node));
+      const prev = grads.get(input);
+      grads.set(input, prev ? atPath(g, `/grad${node.name}`, () => add(prev, fitted, 'Accumulate')) : fitted);
+    });
+  }
+  return wrt.map((w) => grads.get(w) ?? zerosLike(w));
+}
+
+/** Sum a gradient over the axes its input was broadcast along, then give it the input's shape. */
+function unbroadcast(gi: Value, input: Value, node: Node): Value {
+  if (!(gi instanceof Value)) throw new GraphError(`${node.name}: vjp returned a non-value for ${input}`);
+  if (gi.dtype !== input.dtype) {
+    throw new GraphError(`${node.name}: vjp returned ${gi} for ${input}: dtype differs`);
+  }
+  if (shapeEq(gi.shape, input.shape)) return gi;
+  const lead = gi.rank - input.rank;
+  if (lead < 0) throw new GraphError(`${node.name}: vjp returned ${gi}, lower rank than ${input}`);
+  const axes: number[] = [];
+  for (let i = 0; i < gi.rank; i++) {
+    const di = i < lead ? undefined : input.shape[i - lead]!;
+    if (di === undefined || (di === 1 && gi.shape[i] !== 1)) axes.push(i);
+    else if (!dimEq(di, gi.shape[i]!)) {
+      throw new GraphError(
+        `${node.name}: vjp returned ${shapeStr(gi.shape)} for ${input}, not a broadcast of ${shapeStr(input.shape)}`,
+      );
+    }
+  }
+  const summed = axes.length ? reduceSum(gi, axes) : gi;
+  return shapeEq(summed.shape, input.shape) ? summed : reshapeAs(summed, input);
+}
+
+function atPath<T>(g: Graph, path: string, fn: () => T): T {
+  return g.withPath(path, fn);
+}

@@ -1,0 +1,35 @@
+export { add, addScalar, div, mul, neg, scale, sub } from './arith.ts';
+export { cast } from './cast.ts';
+export { gather } from './gather.ts';
+export { type MatMulOptions, matmul } from './matmul.ts';
+export { type ReduceOptions, reduceMean, reduceSum } from './reduce.ts';
+export {
+  concat,
+  expand,
+  expandAs,
+  reshape,
+  reshapeAs,
+  shapeOf,
+  sizeOf,
+  slice,
+  split,
+  squeeze,
+  transpose,
+  unsqueeze,
+} from './shape.ts';
+export { logSoftmax, softmax } from './softmax.ts';
+export {
+  equal,
+  erf,
+  exp,
+  greater,
+  less,
+  log,
+  pow,
+  reciprocal,
+  relu,
+  sigmoid,
+  sqrt,
+  tanh,
+  where,
+} from './unary.ts';
