@@ -15,4 +15,26 @@ export {
 } from './builder.ts';
 export { type Dim, type Shape, shapeStr } from './dims.ts';
 export * from './ops/index.ts';
+export {
+  ADAMW_DEFAULTS,
+  type AdamWOptions,
+  type AdamWSlot,
+  type AdamWUpdate,
+  adamw,
+  adamwOptions,
+  clipByGlobalNorm,
+  decaysByDefault,
+} from './optim.ts';
 export { dumpGraph, saveModel, toModelBytes } from './serialize.ts';
+export {
+  type BatchSpec,
+  buildGradAccumulation,
+  buildTrainStep,
+  type LossFn,
+  nextName,
+  type ParamDType,
+  type ParamSpec,
+  type TrainLayout,
+  type TrainStepSpec,
+  trainLayout,
+} from './train-step.ts';

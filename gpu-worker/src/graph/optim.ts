@@ -1,0 +1,168 @@
+import { GraphError, isFloat, type Value } from './builder.ts';
+import { shapeEq } from './dims.ts';
+import { add, div, mul, scale, sub } from './ops/arith.ts';
+import { cast } from './ops/cast.ts';
+import { reduceSum } from './ops/reduce.ts';
+import { exp, greater, sqrt, where } from './ops/unary.ts';
+
+/**
+ * AdamW emitted as graph ops, so the optimizer runs inside the training-step model.
+ * Adam: https://arxiv.org/abs/1412.6980, decoupled weight decay: https://arxiv.org/abs/1711.05101.
+ * The update follows torch.optim.AdamW (eps added after bias-correcting sqrt(v)).
+ */
+export interface AdamWOptions {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Clip the global gradient norm (all gradients together) to this; Infinity turns clipping off. */
+  maxGradNorm: number;
+  /** Which parameters get weight decay, by name; the default spares norms, gates and biases. */
+  decay: (name: string) => boolean;
+}
+
+// Judged per path segment (split on `.` and `/`), so `mlp.gate_proj.weight` still decays.
+const NORM = /norm|^ln(\d+|_\w*)?$/i; // input_layernorm, norm1, ln_f, ln2
+const GATE = /(^|_)gates?\d*$/i; // gate, side_gate, gates
+const BIAS = /(^|_)bias$|^b\d*$/i; // bias, q_bias, b, b2
+
+/** The default decay predicate: every parameter except normalisation gains, gates and biases. */
+export function decaysByDefault(name: string): boolean {
+  return !name.split(/[./]/).some((seg) => NORM.test(seg) || GATE.test(seg) || BIAS.test(seg));
+}
+
+export const ADAMW_DEFAULTS: AdamWOptions = {
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0.01,
+  maxGradNorm: 1.0,
+  decay: decaysByDefault,
+};
+
+export function adamwOptions(opts: Partial<AdamWOptions> = {}): AdamWOptions {
+  const o = { ...ADAMW_DEFAULTS, ...opts } satisfies AdamWOptions;
+  const bad: string[] = [];
+  if (!(o.beta1 > 0 && o.beta1 < 1)) bad.push(`beta1 ${o.beta1} is not in (0, 1)`);
+  if (!(o.beta2 > 0 && o.beta2 < 1)) bad.push(`beta2 ${o.beta2} is not in (0, 1)`);
+  if (!(o.eps > 0)) bad.push(`eps ${o.eps} is not > 0`);
+  if (!(o.weightDecay >= 0)) bad.push(`weightDecay ${o.weightDecay} is not >= 0`);
+  if (!(o.maxGradNorm > 0))
+    bad.push(`maxGradNorm ${o.maxGradNorm} is not > 0 (use Infinity for no clipping)`);
+  if (bad.length) throw new GraphError(`adamw options: ${bad.join('; ')}`);
+  return o;
+}
+
+/** One parameter's slot in the optimizer: its value, gradient and moments (all one shape). */
+export interface AdamWSlot {
+  name: string;
+  param: Value;
+  grad: Value;
+  m: Value;
+  v: Value;
+}
+
+export interface AdamWUpdate {
+  name: string;
+  param: Value;
+  m: Value;
+  v: Value;
+}
+
+/**
+ * Global-norm clipping as in torch.nn.utils.clip_grad_norm_:
+ *
+ *   g_i ──► Σ g_i² ─┐
+ *   ...             ├─► Σ ─► sqrt ─► norm (reported, float32 [])
+ *   g_k ──► Σ g_k² ─┘          └──► coef = min(1, max / (norm + 1e-6))
+ *   g_i ────────────────────────────► g_i * coef
+ *
+ * The norm and coefficient are computed in float64 (scalars, so it costs nothing).
+ */
+export function clipByGlobalNorm(grads: readonly Value[], maxNorm: number): { grads: Value[]; norm: Value } {
+  if (grads.length === 0) throw new GraphError('clipByGlobalNorm: no gradients');
+  const g = grads[0]!.graph;
+  return g.scope('clip', () => {
+    const squares = grads.map((x) => cast(reduceSum(mul(x, x), undefined, { keepdims: false }), 'float64'));
+    const norm64 = sqrt(squares.reduce((acc, s) => add(acc, s)));
+    const norm = cast(norm64, 'float32');
+    if (maxNorm === Number.POSITIVE_INFINITY) return { grads: [...grads], norm };
+    const one = g.scalar(1, 'float64');
+    const ratio = div(g.scalar(maxNorm, 'float64'), add(norm64, g.scalar(1e-6, 'float64')));
+    const coef = where(greater(ratio, one), one, ratio, 'ClipCoef');
+    return { grads: grads.map((x) => mul(x, cast(coef, x.dtype), 'Clip')), norm };
+  });
+}
+
+/**
+ * One AdamW update of every slot. `step` is the 1-based update count (int64 or float scalar),
+ * `lr` a float scalar; both are graph inputs so one model serves the whole schedule.
+ *
+ *   ĝ  = clip(g)                          (global norm over all slots)
+ *   m' = β1 m + (1 - β1) ĝ
+ *   v' = β2 v + (1 - β2) ĝ²
+ *   p' = p (1 - lr wd) - (lr / bc1) m' / (sqrt(v') / sqrt(bc2) + eps),   bc_i = 1 - β_i^step
+ *
+ * The bias corrections are scalars computed in float64 (β^t as exp(t ln β): ONNX Pow here takes
+ * a constant exponent, and 1 - β2^t in float32 would lose most digits at small t).
+ */
+export function adamw(
+  slots: readonly AdamWSlot[],
+  step: Value,
+  lr: Value,
+  opts: Partial<AdamWOptions> = {},
+): { updates: AdamWUpdate[]; gradNorm: Value } {
+  const o = adamwOptions(opts);
+  const g = step.graph;
+  checkSlots(slots, step, lr);
+
+  const { grads, norm } = clipByGlobalNorm(
+    slots.map((s) => s.grad),
+    o.maxGradNorm,
+  );
+  const { stepSize, invSqrtBc2, lr64 } = g.scope('bias_correction', () => {
+    const t = cast(step, 'float64');
+    const lr64 = cast(lr, 'float64');
+    const bc1 = sub(g.scalar(1, 'float64'), exp(scale(t, Math.log(o.beta1))), 'Bc1');
+    const bc2 = sub(g.scalar(1, 'float64'), exp(scale(t, Math.log(o.beta2))), 'Bc2');
+    return { stepSize: div(lr64, bc1, 'StepSize'), invSqrtBc2: div(g.scalar(1, 'float64'), sqrt(bc2)), lr64 };
+  });
+
+  const updates = slots.map((s, i) =>
+    g.scope(s.name, () => {
+      // m, v, denom and the update all have the param's shape; the float64 scalars are cast down.
+      const dt = s.param.dtype;
+      const gi = grads[i]!;
+      const m = add(scale(s.m, o.beta1), scale(gi, 1 - o.beta1), 'M');
+      const v = add(scale(s.v, o.beta2), scale(mul(gi, gi), 1 - o.beta2), 'V');
+      const denom = add(mul(sqrt(v), cast(invSqrtBc2, dt)), g.scalar(o.eps, dt), 'Denom');
+      const decayed =
+        o.weightDecay > 0 && o.decay(s.name)
+          ? mul(s.param, cast(sub(g.scalar(1, 'float64'), scale(lr64, o.weightDecay)), dt), 'Decay')
+          : s.param;
+      const param = sub(decayed, mul(cast(stepSize, dt), div(m, denom)), 'Update');
+      return { name: s.name, param, m, v };
+    }),
+  );
+  return { updates, gradNorm: norm };
+}
+
+function checkSlots(slots: readonly AdamWSlot[], step: Value, lr: Value): void {
+  const bad: string[] = [];
+  if (slots.length === 0) bad.push('no parameters');
+  if (step.rank !== 0 || !(step.dtype === 'int64' || isFloat(step.dtype)))
+    bad.push(`step ${step} must be an int64 or float scalar`);
+  if (lr.rank !== 0 || !isFloat(lr.dtype)) bad.push(`lr ${lr} must be a float scalar`);
+  for (const s of slots) {
+    for (const [what, v] of [
+      ['grad', s.grad],
+      ['m', s.m],
+      ['v', s.v],
+    ] as const) {
+      if (v.dtype !== s.param.dtype || !shapeEq(v.shape, s.param.shape))
+        bad.push(`${s.name}: ${what} ${v} does not match param ${s.param}`);
+    }
+    if (!isFloat(s.param.dtype)) bad.push(`${s.name}: param ${s.param} is not floating point`);
+  }
+  if (bad.length) throw new GraphError(`adamw: ${bad.join('; ')}`);
+}
