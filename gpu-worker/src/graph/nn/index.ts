@@ -1,0 +1,12 @@
+export { type GeluOptions, gelu, type SiluOptions, silu } from './activation.ts';
+export {
+  type AttentionOptions,
+  type AttentionParams,
+  causalSelfAttention,
+  MASKED_SCORE,
+} from './attention.ts';
+export { type DropoutOptions, dropout } from './dropout.ts';
+export { type LinearOptions, linear } from './linear.ts';
+export { type CrossEntropyOptions, crossEntropy } from './loss.ts';
+export { layerNorm, type NormOptions, rmsNorm } from './norm.ts';
+export { applyRotary, type RotaryOptions, type RotaryTables, rotaryTables } from './rotary.ts';

@@ -1,0 +1,53 @@
+import type { Value } from '../builder.ts';
+import { add, addScalar, mul, sub } from '../ops/arith.ts';
+import { cast } from '../ops/cast.ts';
+import { reduceMean } from '../ops/reduce.ts';
+import { reciprocal, sqrt } from '../ops/unary.ts';
+import { atLeastFloat32 } from './precision.ts';
+
+// Normalisations over the last axis, computed in at least float32 and cast back to x's dtype
+// before the affine weight, as Llama and Qwen do.
+
+export interface NormOptions {
+  eps: number;
+  name: string;
+}
+
+/**
+ * RMSNorm (https://arxiv.org/abs/1910.07467):
+ *   y = x / sqrt(mean(x^2) + eps) * weight
+ */
+export function rmsNorm(
+  x: Value, // (..., C)
+  weight: Value, // (C)
+  opts: Partial<NormOptions> = {},
+): Value {
+  const o = { eps: 1e-6, name: 'rms_norm', ...opts } satisfies NormOptions;
+  return x.graph.scope(o.name, () => {
+    const h = atLeastFloat32(x); // (..., C)
+    const meanSquare = reduceMean(mul(h, h), [-1]); // (..., 1)
+    const invRms = reciprocal(sqrt(addScalar(meanSquare, o.eps))); // (..., 1)
+    return mul(cast(mul(h, invRms), x.dtype), weight); // (..., C)
+  });
+}
+
+/**
+ * LayerNorm (https://arxiv.org/abs/1607.06450):
+ *   y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias      (biased variance, as PyTorch)
+ */
+export function layerNorm(
+  x: Value, // (..., C)
+  weight: Value, // (C)
+  bias: Value | undefined, // (C)
+  opts: Partial<NormOptions> = {},
+): Value {
+  const o = { eps: 1e-5, name: 'layer_norm', ...opts } satisfies NormOptions;
+  return x.graph.scope(o.name, () => {
+    const h = atLeastFloat32(x); // (..., C)
+    const centered = sub(h, reduceMean(h, [-1])); // (..., C)
+    const variance = reduceMean(mul(centered, centered), [-1]); // (..., 1)
+    const normed = mul(centered, reciprocal(sqrt(addScalar(variance, o.eps)))); // (..., C)
+    const y = mul(cast(normed, x.dtype), weight);
+    return bias ? add(y, bias) : y;
+  });
+}
