@@ -179,9 +179,10 @@ export class Graph {
 
   /** Mark a value as a graph output under `name` (an Identity node gives it that exact name). */
   output(v: Value, name: string): Value {
-    this.own(v, `output ${name}`);
+    const nodeName = `${this.path === '/' ? '' : this.path}/outputs/${name}`;
+    this.own(v, nodeName);
     this.claim(name, 'output');
-    const node = new Node(`${this.path === '/' ? '' : this.path}/outputs/${name}`, IDENTITY, [v], {});
+    const node = new Node(nodeName, IDENTITY, [v], {});
     const out = new Value(this, name, v.dtype, v.shape, node);
     node.outputs = [out];
     this.nodes.push(node);
@@ -196,7 +197,8 @@ export class Graph {
     if (!v) {
       const known = [...this.byName.keys()].filter((k) => !k.startsWith('/const/')).slice(0, 20);
       throw new GraphError(
-        `unknown value '${name}' (known: ${known.join(', ')}${this.byName.size > 20 ? ', ...' : ''})`,
+        `in ${this.path === '/' ? '/' : `${this.path}/`}: unknown value '${name}' ` +
+          `(known: ${known.join(', ')}${this.byName.size > 20 ? ', ...' : ''})`,
       );
     }
     return v;

@@ -1,10 +1,10 @@
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { StringStringEntryProtoSchema, type TensorProto, TensorProto_DataLocation } from 'onnx-buf';
-import type { Attrs, Graph, Initializer } from './builder.ts';
+import type { Attrs, Graph, Initializer, Value } from './builder.ts';
 import { shapeStr } from './dims.ts';
-import { encodeModel, node, tensorProto, valueInfo } from './proto.ts';
+import { type AttrValue, encodeModel, node, tensorProto, valueInfo } from './proto.ts';
 
 export interface SerializeOptions {
   /** Initializers at least this many bytes go to the external data file (when saving to a path). */
@@ -40,70 +40,152 @@ function inline(init: Initializer): TensorProto {
   return tensorProto(init.value.name, init.value.dtype, init.dims, init.data);
 }
 
+// A protobuf message cannot exceed 2 GiB; keep a margin for the graph itself.
+const PROTOBUF_LIMIT = 2 ** 31 - 1;
+const GRAPH_MARGIN = 64 * 1024 * 1024;
+
 /** The whole model in memory (every initializer inline). */
 export function toModelBytes(graph: Graph): Uint8Array {
+  const bytes = graph.initializers.reduce((n, i) => n + i.data.byteLength, 0);
+  if (bytes > PROTOBUF_LIMIT - GRAPH_MARGIN) {
+    throw new Error(
+      `toModelBytes: graph '${graph.options.name}' has ${formatBytes(bytes)} of initializers, too much for ` +
+        'one protobuf (2 GiB); save it with saveModel, which moves large initializers to external data',
+    );
+  }
   return encodeModel(modelParts(graph, graph.initializers.map(inline)));
 }
 
+/** Write `path` through a temporary file, fsynced, then renamed into place. */
+function writeAtomically(path: string, write: (fd: number) => void): void {
+  const tmp = `${path}.tmp`;
+  const fd = openSync(tmp, 'w');
+  try {
+    write(fd);
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+}
+
 /**
- * Write `path` (the model) and, for large initializers, `path + '.data'` (external data, which
- * onnxruntime loads only when the model is opened by its path). Both files are written to a
- * temporary name, fsynced and renamed, so a reader never sees half a model.
+ * Write `path` (the model) and, for initializers of at least `externalThreshold` bytes,
+ * `path + '.data'` (external data, which onnxruntime loads only when the model is opened by its
+ * path). Each file is written to a temporary name, fsynced and renamed, the data first, so a
+ * reader never sees half a file. A stale `.data` from an earlier save is removed when nothing
+ * goes external.
  */
 export function saveModel(graph: Graph, path: string, opts: Partial<SerializeOptions> = {}): void {
   const o = { ...DEFAULTS, ...opts } satisfies SerializeOptions;
   const dataPath = `${path}.data`;
-  let fd: number | undefined;
-  let offset = 0;
-  const tensors = graph.initializers.map((init) => {
-    if (init.data.byteLength < o.externalThreshold) return inline(init);
-    if (fd === undefined) fd = openSync(`${dataPath}.tmp`, 'w');
-    const pad = (64 - (offset % 64)) % 64; // keep tensors aligned for mmap
-    if (pad) writeSync(fd, new Uint8Array(pad));
-    offset += pad;
-    const bytes = new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength);
-    writeSync(fd, bytes);
-    const t = tensorProto(init.value.name, init.value.dtype, init.dims, new Uint8Array(0));
-    t.dataLocation = TensorProto_DataLocation.EXTERNAL;
-    t.externalData = [
-      ['location', basename(dataPath)],
-      ['offset', String(offset)],
-      ['length', String(bytes.byteLength)],
-    ].map(([key, value]) => create(StringStringEntryProtoSchema, { key, value }));
-    offset += bytes.byteLength;
-    return t;
-  });
-  if (fd !== undefined) {
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(`${dataPath}.tmp`, dataPath);
+  const external = graph.initializers.filter((i) => i.data.byteLength >= o.externalThreshold);
+  const tensors = new Map<Initializer, TensorProto>();
+  if (external.length) {
+    writeAtomically(dataPath, (fd) => {
+      let offset = 0;
+      for (const init of external) {
+        const pad = (64 - (offset % 64)) % 64; // keep tensors aligned for mmap
+        if (pad) writeSync(fd, new Uint8Array(pad));
+        offset += pad;
+        const bytes = new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength);
+        for (let done = 0; done < bytes.byteLength; ) done += writeSync(fd, bytes, done);
+        tensors.set(init, externalTensor(init, basename(dataPath), offset, bytes.byteLength));
+        offset += bytes.byteLength;
+      }
+    });
+  } else if (existsSync(dataPath)) {
+    rmSync(dataPath);
   }
-  const model = encodeModel(modelParts(graph, tensors));
-  const mfd = openSync(`${path}.tmp`, 'w');
-  writeSync(mfd, model);
-  fsyncSync(mfd);
-  closeSync(mfd);
-  renameSync(`${path}.tmp`, path);
+  const model = encodeModel(
+    modelParts(
+      graph,
+      graph.initializers.map((i) => tensors.get(i) ?? inline(i)),
+    ),
+  );
+  writeAtomically(path, (fd) => {
+    for (let done = 0; done < model.byteLength; ) done += writeSync(fd, model, done);
+  });
 }
 
-/** A readable listing: inputs, initializers (by size), then one line per node. */
-export function dumpGraph(graph: Graph): string {
-  const lines = [`graph ${graph.options.name} (opsets ${JSON.stringify(graph.options.opsets)})`];
-  for (const v of graph.inputs) lines.push(`  input  ${v}`);
-  for (const i of graph.initializers) {
-    const head = i.data.length <= 4 ? ` = ${Array.from(i.data as ArrayLike<number>).join(', ')}` : '';
-    lines.push(`  init   ${i.value}${head}`);
+function externalTensor(init: Initializer, location: string, offset: number, length: number): TensorProto {
+  const t = tensorProto(init.value.name, init.value.dtype, init.dims, new Uint8Array(0));
+  t.dataLocation = TensorProto_DataLocation.EXTERNAL;
+  t.externalData = [
+    ['location', location],
+    ['offset', String(offset)],
+    ['length', String(length)],
+  ].map(([key, value]) => create(StringStringEntryProtoSchema, { key, value }));
+  return t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// dumpGraph
+
+function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+function typeStr(v: Value): string {
+  return `${v.dtype}${shapeStr(v.shape)}`;
+}
+
+/** A value made by a node carries the default name `<node>/output_<i>`: write it `<node>` or `<node>:<i>`. */
+function ref(v: Value): string {
+  const p = v.producer;
+  if (p && v.name.startsWith(`${p.name}/output_`)) {
+    return p.outputs.length === 1 ? `%${p.name}` : `%${p.name}:${p.outputs.indexOf(v)}`;
   }
+  return `%${v.name}`;
+}
+
+function attrStr(v: AttrValue): string {
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (Array.isArray(v))
+    return `[${v.map((x) => (typeof x === 'string' ? JSON.stringify(x) : x)).join(', ')}]`;
+  if ('float' in v) return String(v.float);
+  if ('floats' in v) return `[${v.floats.join(', ')}]`;
+  return `<tensor [${v.dims.join(', ')}]>`;
+}
+
+/**
+ * A readable listing: inputs, initializers (with sizes), one line per node (its path, op,
+ * arguments, attributes and output types), outputs.
+ *
+ *   /side/layers.3/MatMul  MatMul(%x, %w) -> float32[batch, 64]
+ */
+export function dumpGraph(graph: Graph): string {
+  const total = graph.initializers.reduce((n, i) => n + i.data.byteLength, 0);
+  const lines = [`graph ${graph.options.name}  opsets ${JSON.stringify(graph.options.opsets)}`];
+  lines.push(`inputs (${graph.inputs.length})`);
+  for (const v of graph.inputs) lines.push(`  %${v.name}: ${typeStr(v)}`);
+  lines.push(`initializers (${graph.initializers.length}, ${formatBytes(total)})`);
+  for (const i of graph.initializers) {
+    const small = i.data.length <= 4 && i.value.dtype !== 'float16';
+    const head = small ? ` = ${Array.from(i.data as ArrayLike<number>).join(', ')}` : '';
+    lines.push(`  %${i.value.name}: ${typeStr(i.value)}${head}  (${formatBytes(i.data.byteLength)})`);
+  }
+  lines.push(`nodes (${graph.nodes.length}; a node's outputs are named <node>/output_<i>, here <node>[:i])`);
   for (const n of graph.nodes) {
     const attrs = Object.entries(onnxAttrs(n.attrs))
-      .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+      .map(([k, v]) => `${k}=${attrStr(v)}`)
       .join(' ');
-    const outs = n.outputs.map((v) => `%${v.name}: ${v.dtype}${shapeStr(v.shape)}`).join(', ');
-    const ins = n.inputs.map((v) => `%${v.name}`).join(', ');
+    const outs = n.outputs.map((v) => (ref(v) === `%${v.name}` ? `%${v.name}: ${typeStr(v)}` : typeStr(v)));
+    const op = `${n.op.domain ? `${n.op.domain}.` : ''}${n.op.type}`;
     lines.push(
-      `  ${outs} = ${n.op.domain ? `${n.op.domain}.` : ''}${n.op.type}(${ins})${attrs ? ` {${attrs}}` : ''}`,
+      `  ${n.name}  ${op}(${n.inputs.map(ref).join(', ')})${attrs ? ` {${attrs}}` : ''} -> ${
+        outs.length === 1 ? outs[0] : `(${outs.join(', ')})`
+      }`,
     );
   }
-  for (const v of graph.outputs) lines.push(`  output ${v}`);
+  lines.push(`outputs (${graph.outputs.length})`);
+  for (const v of graph.outputs) lines.push(`  %${v.name}: ${typeStr(v)}`);
   return lines.join('\n');
 }

@@ -2,11 +2,29 @@ export {
   availableProviders,
   createSession,
   type ExecutionProvider,
+  FeedError,
   type Feeds,
+  type IoSpec,
+  providerProblem,
   Session,
   type SessionOptions,
 } from './session.ts';
-export { f32, f64, i64, type Tensor, tensor } from './tensor.ts';
+export {
+  bool,
+  checkShape,
+  f32,
+  f64,
+  i32,
+  i64,
+  type Tensor,
+  type TensorData,
+  type TensorType,
+  tensor,
+  toArray,
+  toScalar,
+  u8,
+  zeros,
+} from './tensor.ts';
 export {
   type StateArray,
   type TrainModels,
