@@ -14,6 +14,7 @@ export {
   type VjpContext,
 } from './builder.ts';
 export { type Dim, type Shape, shapeStr } from './dims.ts';
+export * from './models/index.ts';
 export * from './nn/index.ts';
 export * from './ops/index.ts';
 export {

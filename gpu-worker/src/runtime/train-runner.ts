@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
 import type { TrainLayout } from '../graph/index.ts';
 import { createSession, type Feeds, type Session, type SessionOptions } from './session.ts';
@@ -30,6 +31,8 @@ export type StateArray = Float32Array | Float64Array;
 export class TrainRunner {
   private t: number;
   private microBatches = 0;
+  /** Wall time spent inside onnxruntime, to tell it apart from the JS around it. */
+  readonly timing = { lastRunMs: 0, totalRunMs: 0, runs: 0 };
   private busy = false;
 
   private constructor(
@@ -179,7 +182,11 @@ export class TrainRunner {
       const t = this.state.get(name);
       if (t !== undefined) all[name] = t;
     }
+    const t0 = performance.now();
     const out = await session.run(all);
+    this.timing.lastRunMs = performance.now() - t0;
+    this.timing.totalRunMs += this.timing.lastRunMs;
+    this.timing.runs++;
     for (const [input, output] of Object.entries(this.layout.next)) {
       const t = out[output];
       if (t !== undefined) this.state.set(input, t);
