@@ -1,7 +1,7 @@
 import { Rng } from '../../util/rng.ts';
 import type { DType, Graph, Value } from '../builder.ts';
 import { silu } from '../nn/activation.ts';
-import { causalSelfAttention } from '../nn/attention.ts';
+import { attentionBias, causalSelfAttention } from '../nn/attention.ts';
 import { linear } from '../nn/linear.ts';
 import { crossEntropy } from '../nn/loss.ts';
 import { rmsNorm } from '../nn/norm.ts';
@@ -85,6 +85,7 @@ export function causalLMLogits(
   const headDim = cfg.d / cfg.heads;
   const { cos, sin } = rotaryTables(batch.positions, headDim, cfg.ropeTheta);
   let x = g.scope('embed', () => gather(params.embed!, batch.input_ids)); // (B, T, D)
+  const bias = attentionBias(x, batch.mask); // (B|1, 1, 1, T, T), shared by every layer
   for (let i = 0; i < cfg.layers; i++) {
     const p = (n: string) => params[`layers.${i}.${n}`]!;
     x = g.scope(`layers.${i}`, () => {
@@ -92,7 +93,7 @@ export function causalLMLogits(
       const attn = causalSelfAttention(
         h,
         { wq: p('wq'), wk: p('wk'), wv: p('wv'), wo: p('wo') },
-        { heads: cfg.heads, kvHeads: cfg.kvHeads, headDim, cos, sin, mask: batch.mask },
+        { heads: cfg.heads, kvHeads: cfg.kvHeads, headDim, cos, sin, bias },
       );
       const x1 = add(x, attn, 'residual_attn'); // (B, T, D)
       const h2 = rmsNorm(x1, p('mlp_norm'), { eps: cfg.eps, name: 'mlp_norm' });
@@ -119,7 +120,7 @@ export function causalLMLoss(
     input_ids: batch.input_ids!,
     positions: batch.positions!,
   });
-  return crossEntropy(reshape(logits, [-1, cfg.vocab]), reshape(batch.labels!, [-1]));
+  return crossEntropy(logits, batch.labels!);
 }
 
 /** Training FLOPs of one token (forward + backward = 3x forward), counting matmuls only. */

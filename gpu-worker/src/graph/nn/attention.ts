@@ -1,12 +1,12 @@
 import { type Graph, GraphError, isFloat, type Value } from '../builder.ts';
 import { dimEq, shapeStr } from '../dims.ts';
-import { scale } from '../ops/arith.ts';
+import { add, scale } from '../ops/arith.ts';
 import { cast } from '../ops/cast.ts';
-import { logicalOr, range } from '../ops/integer.ts';
+import { logicalAnd, logicalNot, logicalOr, range } from '../ops/integer.ts';
 import { matmul } from '../ops/matmul.ts';
 import { reshape, shapeOf, squeeze, transpose, unsqueeze } from '../ops/shape.ts';
 import { softmax } from '../ops/softmax.ts';
-import { greater, less, where } from '../ops/unary.ts';
+import { equal, greater, less, where } from '../ops/unary.ts';
 import { linear } from './linear.ts';
 import { atLeastFloat32 } from './precision.ts';
 import { applyRotary } from './rotary.ts';
@@ -30,6 +30,11 @@ export interface AttentionOptions {
   sin: Value; // (B, T, Dh/2)
   /** 1 = token, 0 = padding; padded keys get no attention. */
   mask?: Value | undefined; // (B, T) float
+  /**
+   * The additive score bias from `attentionBias`; pass one built once per forward so every layer
+   * shares it. Built here from `mask` when absent.
+   */
+  bias?: Value | undefined; // (B|1, 1, 1, T, T)
   name: string;
 }
 
@@ -49,7 +54,7 @@ export const MASKED_SCORE = -1e9;
  *   ├─ q_proj ─ Reshape (B, T, Hkv, G, Dh) ─ Transpose (B, Hkv, G, T, Dh) ─ rotary ─ * 1/sqrt(Dh) ─ q
  *   ├─ k_proj ─ Reshape (B, T, Hkv, 1, Dh) ─ Transpose (B, Hkv, 1, T, Dh) ─ rotary ─────────────── k
  *   └─ v_proj ─ Reshape (B, T, Hkv, 1, Dh) ─ Transpose (B, Hkv, 1, T, Dh) ──────────────────────── v
- *   scores = q k^T, blocked keys set to MASKED_SCORE  (B, Hkv, G, T, T)   blocked: causal | padding
+ *   scores = q k^T + bias                       (B, Hkv, G, T, T)   bias: MASKED_SCORE where blocked
  *   probs  = softmax(scores)                    (at least float32)
  *   out    = probs v ─ Transpose (B, T, Hkv, G, Dh) ─ Reshape (B, T, H*Dh) ─ o_proj ─ (B, T, D)
  */
@@ -75,9 +80,8 @@ export function causalSelfAttention(
     const kRot = applyRotary(k, o.cos, o.sin, { name: 'k_rotary' });
 
     const scores = atLeastFloat32(matmul(qRot, kRot, { transB: true, name: 'Scores' })); // (B, Hkv, G, T, T)
-    const blocked = g.scope('mask', () => blockedKeys(x, o.mask)); // (B|1, 1, 1, T, T) bool
-    const masked = where(blocked, g.scalar(MASKED_SCORE, scores.dtype), scores, 'MaskFill');
-    const probs = cast(softmax(masked), v.dtype); // (B, Hkv, G, T, T)
+    const bias = o.bias ?? attentionBias(x, o.mask);
+    const probs = cast(softmax(add(scores, cast(bias, scores.dtype), 'AddBias')), v.dtype); // (B, Hkv, G, T, T)
     const out = matmul(probs, v, { name: 'Context' }); // (B, Hkv, G, T, Dh)
     const tokensFirst = transpose(out, [0, 3, 1, 2, 4], 'TransposeContext'); // (B, T, Hkv, G, Dh)
     const merged = reshape(tokensFirst, [0, 0, heads * headDim], 'MergeHeads'); // (B, T, H*Dh)
@@ -86,25 +90,36 @@ export function causalSelfAttention(
 }
 
 /**
- * Which keys each query may not see, built at run time so B and T may be symbolic:
+ * The additive attention bias: 0 where query i may read key j, MASKED_SCORE where it may not
+ * (a future key, or a padding key). Built at run time so B and T may be symbolic, and built once
+ * per forward: every layer adds the same tensor.
  *
  *   Range(0, T) ─┬─ Unsqueeze (1, T) key j ──┐
  *                └─ Unsqueeze (T, 1) query i ┴─ Greater: j > i ─ future (T, T) ──┐
- *   mask (B, T) ─ Less 0.5 (padding) ─ Unsqueeze (B, 1, 1, 1, T) ────────────────┴─ Or (B, 1, 1, T, T)
+ *   mask (B, T) ─ Less 0.5 (padding) ─ Unsqueeze (B, 1, 1, 1, T) ────────────────┴─ Or
+ *   ─ And Not(i == j) ─ Where(MASKED_SCORE, 0) ─ bias (B|1, 1, 1, T, T)
  *
- * The scores are masked by replacement (Where), not by adding a large negative bias: in float32
- * -1e9 + s rounds to -1e9, so on an all-blocked row an additive bias makes the forward constant
- * in s while Add's gradient still passes to it, and autodiff would differentiate a different
- * function than the one computed. With Where both agree: blocked scores get no gradient.
+ * The diagonal is never blocked, so no row is all-blocked (a left-padding query reads itself).
+ * Then exp(MASKED_SCORE - max) is exactly 0 in float32, blocked keys get probability 0 and no
+ * gradient, and the additive form computes exactly the function it differentiates.
  */
-function blockedKeys(x: Value, mask: Value | undefined): Value {
+export function attentionBias(
+  x: Value, // (B, T, ...)
+  mask?: Value, // (B, T) float, 1 = token
+): Value {
   const g = x.graph;
-  const length = squeeze(shapeOf(x, 1, 2), [0]); // () int64
-  const idx = range(g.scalar(0, 'int64'), length, g.scalar(1, 'int64'), x.shape[1]!); // (T)
-  const future = greater(unsqueeze(idx, [0]), unsqueeze(idx, [1])); // (T, T) key after query
-  if (!mask) return future;
-  const padding = less(mask, g.scalar(0.5, mask.dtype)); // (B, T)
-  return logicalOr(future, unsqueeze(padding, [1, 2, 3])); // (B, 1, 1, T, T)
+  return g.scope('attention_bias', () => {
+    const length = squeeze(shapeOf(x, 1, 2), [0]); // () int64
+    const idx = range(g.scalar(0, 'int64'), length, g.scalar(1, 'int64'), x.shape[1]!); // (T)
+    const key = unsqueeze(idx, [0]); // (1, T)
+    const query = unsqueeze(idx, [1]); // (T, 1)
+    let blocked = greater(key, query); // (T, T) key after query
+    if (mask) {
+      const padding = unsqueeze(less(mask, g.scalar(0.5, mask.dtype)), [1, 2, 3]); // (B, 1, 1, 1, T)
+      blocked = logicalAnd(logicalOr(blocked, padding), logicalNot(equal(key, query))); // (B, 1, 1, T, T)
+    }
+    return where(blocked, g.scalar(MASKED_SCORE, 'float32'), g.scalar(0, 'float32'), 'Bias');
+  });
 }
 
 /** Every shape problem at once, so a wrong config is fixed in one go. */

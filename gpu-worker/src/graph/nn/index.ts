@@ -2,6 +2,7 @@ export { type GeluOptions, gelu, type SiluOptions, silu } from './activation.ts'
 export {
   type AttentionOptions,
   type AttentionParams,
+  attentionBias,
   causalSelfAttention,
   MASKED_SCORE,
 } from './attention.ts';

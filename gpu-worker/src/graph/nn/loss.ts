@@ -1,10 +1,9 @@
 import { GraphError, type Value } from '../builder.ts';
 import { shapeEq, shapeStr } from '../dims.ts';
-import { div, neg } from '../ops/arith.ts';
-import { gatherElements } from '../ops/gather-elements.ts';
+import { div } from '../ops/arith.ts';
 import { reduceSum } from '../ops/reduce.ts';
-import { squeeze, unsqueeze } from '../ops/shape.ts';
-import { logSoftmax } from '../ops/softmax.ts';
+import { reshape } from '../ops/shape.ts';
+import { softmaxCrossEntropy } from '../ops/softmax-cross-entropy.ts';
 import { equal, greater, where } from '../ops/unary.ts';
 import { atLeastFloat32 } from './precision.ts';
 
@@ -19,12 +18,10 @@ const DEFAULTS: CrossEntropyOptions = { ignoreIndex: -100, name: 'cross_entropy'
 /**
  * Mean negative log-likelihood of the labels over the kept tokens; 0 when none is kept.
  *
- *   logits (N, V) ─ LogSoftmax ─ GatherElements(label column) (N, 1) ─ Squeeze ─ -logp (N)
- *   labels (N) ─ Equal ignoreIndex ─┬─ Where: ignored labels read column 0 (always in range)
- *                                   └─ Where: ignored tokens contribute 0, kept count 1
+ *   logits (..., V) ─ Reshape (N, V) ─┐
+ *   labels (...)    ─ Reshape (N) ────┴─ SoftmaxCrossEntropyLoss ─ nll (N), 0 where ignored
+ *   labels ─ Equal ignoreIndex ─ Where(0, 1) ─ kept ()
  *   loss = sum(nll) / max(1, kept)
- *
- * Leading axes are free: logits (..., V) with labels (...) works the same.
  */
 export function crossEntropy(
   logits: Value, // (N, V)
@@ -38,15 +35,17 @@ export function crossEntropy(
       `crossEntropy: labels ${shapeStr(labels.shape)} must be logits ${shapeStr(logits.shape)} without the class axis`,
     );
   }
+  const classes = logits.shape.at(-1);
+  if (typeof classes !== 'number')
+    throw new GraphError(`crossEntropy: the class axis of ${logits} must be static`);
   const g = logits.graph;
   return g.scope(o.name, () => {
-    const logProbs = logSoftmax(atLeastFloat32(logits), -1); // (N, V)
-    const dtype = logProbs.dtype;
+    const scores = logits.rank === 2 ? logits : reshape(logits, [-1, classes]); // (N, V)
+    const flat = labels.rank === 1 ? labels : reshape(labels, [-1]); // (N)
+    const nll = softmaxCrossEntropy(atLeastFloat32(scores), flat, o.ignoreIndex); // (N)
+    const dtype = nll.dtype;
     const zero = g.scalar(0, dtype);
-    const ignored = equal(labels, g.scalar(o.ignoreIndex, 'int64')); // (N) bool
-    const column = where(ignored, g.scalar(0, 'int64'), labels); // (N)
-    const picked = gatherElements(logProbs, unsqueeze(column, [-1]), logProbs.rank - 1); // (N, 1)
-    const nll = where(ignored, zero, neg(squeeze(picked, [-1]))); // (N)
+    const ignored = equal(flat, g.scalar(o.ignoreIndex, 'int64')); // (N) bool
     const kept = reduceSum(where(ignored, zero, g.scalar(1, dtype)), undefined, { keepdims: false }); // ()
     const denominator = where(greater(kept, zero), kept, g.scalar(1, dtype)); // ()
     return div(reduceSum(nll, undefined, { keepdims: false }), denominator); // ()

@@ -2,7 +2,7 @@ export { add, addScalar, div, mul, neg, scale, sub } from './arith.ts';
 export { cast } from './cast.ts';
 export { gather } from './gather.ts';
 export { gatherElements } from './gather-elements.ts';
-export { bitwiseXor, logicalOr, mod, range } from './integer.ts';
+export { bitwiseXor, logicalAnd, logicalNot, logicalOr, mod, range } from './integer.ts';
 export { type MatMulOptions, matmul } from './matmul.ts';
 export { type ReduceOptions, reduceMean, reduceSum } from './reduce.ts';
 export {
@@ -20,6 +20,7 @@ export {
   unsqueeze,
 } from './shape.ts';
 export { logSoftmax, softmax } from './softmax.ts';
+export { softmaxCrossEntropy } from './softmax-cross-entropy.ts';
 export { cos, sin } from './trig.ts';
 export {
   equal,

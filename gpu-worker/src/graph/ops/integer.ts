@@ -55,14 +55,35 @@ export function bitwiseXor(a: Value, b: Value, name?: string): Value {
   return a.graph.op(BITWISE_XOR, [a, b], {}, { name });
 }
 
-export const LOGICAL_OR: OpDef = {
-  type: 'Or',
-  infer: ([a, b]) => {
-    if (a!.dtype !== 'bool' || b!.dtype !== 'bool') throw new Error(`or: ${a} and ${b} must be bool`);
-    return [{ dtype: 'bool', shape: broadcast(a!, b!) }];
+function logical(type: string): OpDef {
+  return {
+    type,
+    infer: ([a, b]) => {
+      if (a!.dtype !== 'bool' || b!.dtype !== 'bool') throw new Error(`${type}: ${a} and ${b} must be bool`);
+      return [{ dtype: 'bool', shape: broadcast(a!, b!) }];
+    },
+  };
+}
+
+export const LOGICAL_OR = logical('Or');
+export const LOGICAL_AND = logical('And');
+
+export const LOGICAL_NOT: OpDef = {
+  type: 'Not',
+  infer: ([a]) => {
+    if (a!.dtype !== 'bool') throw new Error(`not: ${a} must be bool`);
+    return [{ dtype: 'bool', shape: a!.shape }];
   },
 };
 
 export function logicalOr(a: Value, b: Value, name?: string): Value {
   return a.graph.op(LOGICAL_OR, [a, b], {}, { name });
+}
+
+export function logicalAnd(a: Value, b: Value, name?: string): Value {
+  return a.graph.op(LOGICAL_AND, [a, b], {}, { name });
+}
+
+export function logicalNot(a: Value, name?: string): Value {
+  return a.graph.op(LOGICAL_NOT, [a], {}, { name });
 }

@@ -1,7 +1,7 @@
 import type { OpDef, Value } from '../builder.ts';
 import { broadcastShapes, dimEq } from '../dims.ts';
 import { floatDtype, rankAtLeast, sameDtype } from './check.ts';
-import { transpose } from './shape.ts';
+import { reshape, transpose } from './shape.ts';
 
 export interface MatMulOptions {
   /** Use op(a) = a^T over the last two axes. */
@@ -39,7 +39,18 @@ function matmulVjp(
   transA: boolean,
   transB: boolean,
   needs: readonly boolean[],
-) {
+): (Value | undefined)[] {
+  const k = a.shape.at(-1);
+  const n = g.shape.at(-1);
+  if (needs[1] && !transA && b.rank === 2 && a.rank > 2 && typeof k === 'number' && typeof n === 'number') {
+    // A weight shared across leading axes, x (..., K) @ w (K, N): fold those axes into the M of
+    // one GEMM, dW = x2^T g2 with x2 (M, K), g2 (M, N), rather than a batched product summed after.
+    const x2 = reshape(a, [-1, k]);
+    const g2 = reshape(g, [-1, n]);
+    const db = transB ? matmul(g2, x2, { transA: true }) : matmul(x2, g2, { transA: true });
+    const [da] = matmulVjp(a, b, g, transA, transB, [needs[0]!, false]);
+    return [da, db];
+  }
   let da: Value | undefined;
   let db: Value | undefined;
   if (!transA && !transB) {
