@@ -8,7 +8,6 @@ import { rmsNorm } from '../nn/norm.ts';
 import { rotaryTables } from '../nn/rotary.ts';
 import { add, mul } from '../ops/arith.ts';
 import { gather } from '../ops/gather.ts';
-import { reshape } from '../ops/shape.ts';
 
 /**
  * A small Llama-style causal language model built with the engine: the architecture of a
