@@ -26,6 +26,7 @@ export {
   adamwOptions,
   clipByGlobalNorm,
   decaysByDefault,
+  globalNormClip,
 } from './optim.ts';
 export { dumpGraph, saveModel, toModelBytes } from './serialize.ts';
 export {

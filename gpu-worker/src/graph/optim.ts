@@ -2,7 +2,7 @@ import { GraphError, isFloat, type Value } from './builder.ts';
 import { shapeEq } from './dims.ts';
 import { add, div, mul, scale, sub } from './ops/arith.ts';
 import { cast } from './ops/cast.ts';
-import { reduceSum } from './ops/reduce.ts';
+import { reduceSumSquare } from './ops/reduce.ts';
 import { exp, greater, sqrt, where } from './ops/unary.ts';
 
 /**
@@ -70,38 +70,51 @@ export interface AdamWUpdate {
 }
 
 /**
- * Global-norm clipping as in torch.nn.utils.clip_grad_norm_:
+ * Global-norm clipping as in torch.nn.utils.clip_grad_norm_, returned as a coefficient so the
+ * caller can fold it into scalars instead of rewriting every gradient:
  *
- *   g_i ──► Σ g_i² ─┐
- *   ...             ├─► Σ ─► sqrt ─► norm (reported, float32 [])
- *   g_k ──► Σ g_k² ─┘          └──► coef = min(1, max / (norm + 1e-6))
- *   g_i ────────────────────────────► g_i * coef
+ *   g_i ──► ReduceSumSquare ─┐
+ *   ...                      ├─► Σ ─► sqrt ─► norm (reported, float32 [])
+ *   g_k ──► ReduceSumSquare ─┘          └──► coef = min(1, max / (norm + 1e-6))   (float64 [])
  *
  * The norm and coefficient are computed in float64 (scalars, so it costs nothing).
  */
-export function clipByGlobalNorm(grads: readonly Value[], maxNorm: number): { grads: Value[]; norm: Value } {
-  if (grads.length === 0) throw new GraphError('clipByGlobalNorm: no gradients');
+export function globalNormClip(grads: readonly Value[], maxNorm: number): { coef: Value; norm: Value } {
+  if (grads.length === 0) throw new GraphError('globalNormClip: no gradients');
   const g = grads[0]!.graph;
   return g.scope('clip', () => {
-    const squares = grads.map((x) => cast(reduceSum(mul(x, x), undefined, { keepdims: false }), 'float64'));
+    const squares = grads.map((x) => cast(reduceSumSquare(x, undefined, { keepdims: false }), 'float64'));
     const norm64 = sqrt(squares.reduce((acc, s) => add(acc, s)));
     const norm = cast(norm64, 'float32');
-    if (maxNorm === Number.POSITIVE_INFINITY) return { grads: [...grads], norm };
     const one = g.scalar(1, 'float64');
+    if (maxNorm === Number.POSITIVE_INFINITY) return { coef: one, norm };
     const ratio = div(g.scalar(maxNorm, 'float64'), add(norm64, g.scalar(1e-6, 'float64')));
-    const coef = where(greater(ratio, one), one, ratio, 'ClipCoef');
-    return { grads: grads.map((x) => mul(x, cast(coef, x.dtype), 'Clip')), norm };
+    return { coef: where(greater(ratio, one), one, ratio, 'ClipCoef'), norm };
   });
+}
+
+/** The clipped gradients themselves, g_i * coef. */
+export function clipByGlobalNorm(grads: readonly Value[], maxNorm: number): { grads: Value[]; norm: Value } {
+  const { coef, norm } = globalNormClip(grads, maxNorm);
+  return { grads: grads.map((x) => mul(x, cast(coef, x.dtype), 'Clip')), norm };
 }
 
 /**
  * One AdamW update of every slot. `step` is the 1-based update count (int64 or float scalar),
  * `lr` a float scalar; both are graph inputs so one model serves the whole schedule.
  *
- *   ĝ  = clip(g)                          (global norm over all slots)
+ *   ĝ  = c g,  c = clip coefficient       (global norm over all slots)
  *   m' = β1 m + (1 - β1) ĝ
  *   v' = β2 v + (1 - β2) ĝ²
  *   p' = p (1 - lr wd) - (lr / bc1) m' / (sqrt(v') / sqrt(bc2) + eps),   bc_i = 1 - β_i^step
+ *
+ * Emitted with every scalar folded together, so each parameter costs the fewest passes over
+ * its memory (the clip factor goes into (1 - β) c and (1 - β2) c², and sqrt(bc2) moves into the
+ * step size and eps):
+ *
+ *   m' = β1 m + [(1 - β1) c] g
+ *   v' = β2 v + [(1 - β2) c²] g g
+ *   p' = p [1 - lr wd] - [lr sqrt(bc2) / bc1] m' / (sqrt(v') + [eps sqrt(bc2)])
  *
  * The bias corrections are scalars computed in float64 (β^t as exp(t ln β): ONNX Pow here takes
  * a constant exponent, and 1 - β2^t in float32 would lose most digits at small t).
@@ -116,31 +129,44 @@ export function adamw(
   const g = step.graph;
   checkSlots(slots, step, lr);
 
-  const { grads, norm } = clipByGlobalNorm(
+  const { coef, norm } = globalNormClip(
     slots.map((s) => s.grad),
     o.maxGradNorm,
   );
-  const { stepSize, invSqrtBc2, lr64 } = g.scope('bias_correction', () => {
+  const k = g.scope('scalars', () => {
+    const one = g.scalar(1, 'float64');
     const t = cast(step, 'float64');
     const lr64 = cast(lr, 'float64');
-    const bc1 = sub(g.scalar(1, 'float64'), exp(scale(t, Math.log(o.beta1))), 'Bc1');
-    const bc2 = sub(g.scalar(1, 'float64'), exp(scale(t, Math.log(o.beta2))), 'Bc2');
-    return { stepSize: div(lr64, bc1, 'StepSize'), invSqrtBc2: div(g.scalar(1, 'float64'), sqrt(bc2)), lr64 };
+    const bc1 = sub(one, exp(scale(t, Math.log(o.beta1))), 'Bc1');
+    const sqrtBc2 = sqrt(sub(one, exp(scale(t, Math.log(o.beta2))), 'Bc2'));
+    return {
+      gradScale: scale(coef, 1 - o.beta1, 'GradScale'),
+      squareScale: scale(mul(coef, coef), 1 - o.beta2, 'SquareScale'),
+      stepSize: div(mul(lr64, sqrtBc2), bc1, 'StepSize'),
+      eps: scale(sqrtBc2, o.eps, 'Eps'),
+      decay: sub(one, scale(lr64, o.weightDecay), 'Decay'),
+    };
   });
+  const cached = new Map<string, Value>();
+  const as = (name: keyof typeof k, dtype: Value['dtype']) => {
+    const key = `${name}:${dtype}`;
+    if (!cached.has(key))
+      cached.set(
+        key,
+        g.scope('scalars', () => cast(k[name], dtype)),
+      );
+    return cached.get(key)!;
+  };
 
-  const updates = slots.map((s, i) =>
+  const updates = slots.map((s) =>
     g.scope(s.name, () => {
-      // m, v, denom and the update all have the param's shape; the float64 scalars are cast down.
       const dt = s.param.dtype;
-      const gi = grads[i]!;
-      const m = add(scale(s.m, o.beta1), scale(gi, 1 - o.beta1), 'M');
-      const v = add(scale(s.v, o.beta2), scale(mul(gi, gi), 1 - o.beta2), 'V');
-      const denom = add(mul(sqrt(v), cast(invSqrtBc2, dt)), g.scalar(o.eps, dt), 'Denom');
-      const decayed =
-        o.weightDecay > 0 && o.decay(s.name)
-          ? mul(s.param, cast(sub(g.scalar(1, 'float64'), scale(lr64, o.weightDecay)), dt), 'Decay')
-          : s.param;
-      const param = sub(decayed, mul(cast(stepSize, dt), div(m, denom)), 'Update');
+      const gi = s.grad;
+      const m = add(scale(s.m, o.beta1), mul(gi, as('gradScale', dt)), 'M');
+      const v = add(scale(s.v, o.beta2), mul(mul(gi, gi), as('squareScale', dt)), 'V');
+      const ratio = div(m, add(sqrt(v), as('eps', dt)), 'Ratio');
+      const decayed = o.weightDecay > 0 && o.decay(s.name) ? mul(s.param, as('decay', dt), 'Decay') : s.param;
+      const param = sub(decayed, mul(ratio, as('stepSize', dt)), 'Update');
       return { name: s.name, param, m, v };
     }),
   );

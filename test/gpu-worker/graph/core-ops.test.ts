@@ -10,6 +10,7 @@ import {
   neg,
   reduceMean,
   reduceSum,
+  reduceSumSquare,
   reshape,
   slice,
   split,
@@ -91,6 +92,11 @@ describe('gradients of the core ops match finite differences (float64)', () => {
     await gradcheck((a) => reduceSum(a, [1]), [{ name: 'a', shape: [2, 3, 2] }]);
     await gradcheck((a) => reduceSum(a, [0, 2], { keepdims: false }), [{ name: 'a', shape: [2, 3, 2] }]);
     await gradcheck((a) => reduceMean(a, [-1]), [{ name: 'a', shape: [2, 5] }]);
+    await gradcheck((a) => reduceSumSquare(a, [0]), [{ name: 'a', shape: [3, 2] }]);
+    await gradcheck(
+      (a) => reduceSumSquare(a, undefined, { keepdims: false }),
+      [{ name: 'a', shape: [2, 3] }],
+    );
     await gradcheck((a) => reduceMean(a, undefined, { keepdims: false }), [{ name: 'a', shape: [2, 3] }]);
   });
 

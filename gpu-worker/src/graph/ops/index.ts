@@ -4,7 +4,7 @@ export { gather } from './gather.ts';
 export { gatherElements } from './gather-elements.ts';
 export { bitwiseXor, logicalAnd, logicalNot, logicalOr, mod, range } from './integer.ts';
 export { type MatMulOptions, matmul } from './matmul.ts';
-export { type ReduceOptions, reduceMean, reduceSum } from './reduce.ts';
+export { type ReduceOptions, reduceMean, reduceSum, reduceSumSquare } from './reduce.ts';
 export {
   concat,
   expand,

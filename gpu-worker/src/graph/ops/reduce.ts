@@ -1,6 +1,6 @@
 import type { OpDef, Value } from '../builder.ts';
 import { normAxis } from '../dims.ts';
-import { div } from './arith.ts';
+import { div, mul, scale } from './arith.ts';
 import { cast } from './cast.ts';
 import { floatDtype } from './check.ts';
 import { expandAs, sizeOf, unsqueeze } from './shape.ts';
@@ -45,6 +45,15 @@ export const REDUCE_MEAN: OpDef = {
   },
 };
 
+// sum(x²) in one pass with no x² temporary: d/dx = 2 x g
+export const REDUCE_SUM_SQUARE: OpDef = {
+  type: 'ReduceSumSquare',
+  infer: REDUCE_SUM.infer,
+  vjp: ({ inputs: [x, axes], grads: [g], attrs }) => [
+    mul(expandAs(keepDims(g!, x!, axes, attrs.keepdims !== 0), x!), scale(x!, 2)),
+  ],
+};
+
 export interface ReduceOptions {
   keepdims?: boolean;
   name?: string;
@@ -58,6 +67,10 @@ function reduce(op: OpDef, x: Value, axes: readonly number[] | undefined, opts: 
 /** Sum over `axes` (all when omitted); keeps the reduced dims unless `keepdims: false`. */
 export function reduceSum(x: Value, axes?: readonly number[], opts: ReduceOptions = {}): Value {
   return reduce(REDUCE_SUM, x, axes, opts);
+}
+
+export function reduceSumSquare(x: Value, axes?: readonly number[], opts: ReduceOptions = {}): Value {
+  return reduce(REDUCE_SUM_SQUARE, x, axes, opts);
 }
 
 export function reduceMean(x: Value, axes?: readonly number[], opts: ReduceOptions = {}): Value {

@@ -38,15 +38,28 @@ export const SOFTMAX_CROSS_ENTROPY: OpDef = {
     const zero = graph.scalar(0, g!.dtype);
     const ignored = equal(labels!, graph.scalar(attrs.ignore_index as number, 'int64')); // (N)
     const rowGrad = unsqueeze(where(ignored, zero, g!), [-1]); // (N, 1)
-    const ids = graph.constant(
-      'int64',
-      [classes],
-      BigInt64Array.from({ length: classes }, (_, j) => BigInt(j)),
-    );
-    const onehot = cast(equal(unsqueeze(labels!, [-1]), ids), scores!.dtype); // (N, C)
+    // Ignored labels (negative) would index from the end in OneHot; their rows are zeroed by rowGrad.
+    const onehot = oneHot(labels!, classes, scores!.dtype); // (N, C)
     return [mul(sub(exp(logProb!), onehot), rowGrad), undefined]; // (N, C)
   },
 };
+
+/**
+ * ONNX OneHot: (N) int64 -> (N, C) of 0 and 1, one pass with no bool intermediate. The CPU
+ * kernel exists for float32 values only, so float64 graphs cast after.
+ */
+const ONE_HOT: OpDef = {
+  type: 'OneHot',
+  infer: ([indices, , values], attrs) => [
+    { dtype: values!.dtype, shape: [...indices!.shape, attrs.__depth as number] },
+  ],
+};
+
+function oneHot(indices: Value, depth: number, dtype: Value['dtype']): Value {
+  const g = indices.graph;
+  const values = g.constant('float32', [2], Float32Array.of(0, 1));
+  return cast(g.op(ONE_HOT, [indices, g.vector([depth]), values], { axis: -1, __depth: depth }), dtype);
+}
 
 export function softmaxCrossEntropy(
   scores: Value, // (N, C)
