@@ -35,7 +35,7 @@ const SCATTER_ELEMENTS_ADD: OpDef = {
   infer: ([data]) => [{ dtype: data!.dtype, shape: data!.shape }],
 };
 
-function scatterElementsAdd(data: Value, indices: Value, updates: Value, axis: number): Value {
+export function scatterElementsAdd(data: Value, indices: Value, updates: Value, axis: number): Value {
   return data.graph.op(
     SCATTER_ELEMENTS_ADD,
     [data, indices, updates],

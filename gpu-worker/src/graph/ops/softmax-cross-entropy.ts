@@ -1,7 +1,7 @@
 import type { OpDef, Value } from '../builder.ts';
 import { dimEq } from '../dims.ts';
-import { mul, sub } from './arith.ts';
-import { cast } from './cast.ts';
+import { mul, neg } from './arith.ts';
+import { scatterElementsAdd } from './gather-elements.ts';
 import { floatDtype } from './check.ts';
 import { unsqueeze } from './shape.ts';
 import { equal, exp, where } from './unary.ts';
@@ -13,8 +13,9 @@ import { equal, exp, where } from './unary.ts';
  *
  *   d loss_i / d scores_ij = keep_i * (p_ij - [j == label_i])
  *
- * which costs a few elementwise passes over (N, C), instead of differentiating LogSoftmax and a
- * gather (a scatter into a zero (N, C) tensor plus LogSoftmax's own backward).
+ * which costs two passes over (N, C) (exp and the product) plus a scatter of N values, instead of
+ * differentiating LogSoftmax and a gather (a scatter into a zero (N, C) tensor plus LogSoftmax's
+ * own backward).
  */
 export const SOFTMAX_CROSS_ENTROPY: OpDef = {
   type: 'SoftmaxCrossEntropyLoss',
@@ -38,28 +39,13 @@ export const SOFTMAX_CROSS_ENTROPY: OpDef = {
     const zero = graph.scalar(0, g!.dtype);
     const ignored = equal(labels!, graph.scalar(attrs.ignore_index as number, 'int64')); // (N)
     const rowGrad = unsqueeze(where(ignored, zero, g!), [-1]); // (N, 1)
-    // Ignored labels (negative) would index from the end in OneHot; their rows are zeroed by rowGrad.
-    const onehot = oneHot(labels!, classes, scores!.dtype); // (N, C)
-    return [mul(sub(exp(logProb!), onehot), rowGrad), undefined]; // (N, C)
+    // p * r everywhere, then -r added at each row's label column by a sparse scatter: no (N, C)
+    // one-hot is ever built. Ignored rows have r = 0 and read column 0, so they change nothing.
+    const column = unsqueeze(where(ignored, graph.scalar(0, 'int64'), labels!), [-1]); // (N, 1)
+    const dense = mul(exp(logProb!), rowGrad); // (N, C)
+    return [scatterElementsAdd(dense, column, neg(rowGrad), 1), undefined]; // (N, C)
   },
 };
-
-/**
- * ONNX OneHot: (N) int64 -> (N, C) of 0 and 1, one pass with no bool intermediate. The CPU
- * kernel exists for float32 values only, so float64 graphs cast after.
- */
-const ONE_HOT: OpDef = {
-  type: 'OneHot',
-  infer: ([indices, , values], attrs) => [
-    { dtype: values!.dtype, shape: [...indices!.shape, attrs.__depth as number] },
-  ],
-};
-
-function oneHot(indices: Value, depth: number, dtype: Value['dtype']): Value {
-  const g = indices.graph;
-  const values = g.constant('float32', [2], Float32Array.of(0, 1));
-  return cast(g.op(ONE_HOT, [indices, g.vector([depth]), values], { axis: -1, __depth: depth }), dtype);
-}
 
 export function softmaxCrossEntropy(
   scores: Value, // (N, C)
