@@ -65,10 +65,20 @@ export class Node {
 
 export type TypedData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
 
+/** Where an initializer's bytes already sit in an external data file (written as it was built). */
+export interface ExternalRef {
+  /** The data file's name, relative to the model file. */
+  location: string;
+  offset: number;
+  length: number;
+}
+
 export interface Initializer {
   value: Value;
+  /** Inline bytes; empty for an initializer held in external data (`external`). */
   data: TypedData;
   dims: readonly number[];
+  external?: ExternalRef;
 }
 
 export interface GraphOptions {
@@ -147,6 +157,18 @@ export class Graph {
     this.claim(name, 'initializer');
     const v = new Value(this, name, dtype, [...dims], undefined);
     this.initializers.push({ value: v, data, dims });
+    this.byName.set(name, v);
+    return v;
+  }
+
+  /**
+   * An initializer whose bytes were already written to external data (see ExternalDataWriter), so
+   * a large model is built without holding its weights in memory.
+   */
+  externalInitializer(name: string, dtype: DType, dims: readonly number[], ref: ExternalRef): Value {
+    this.claim(name, 'initializer');
+    const v = new Value(this, name, dtype, [...dims], undefined);
+    this.initializers.push({ value: v, data: new Uint8Array(0), dims, external: ref });
     this.byName.set(name, v);
     return v;
   }

@@ -3,6 +3,7 @@ export {
   type Attrs,
   type DType,
   type EmitOptions,
+  type ExternalRef,
   Graph,
   GraphError,
   type GraphOptions,
@@ -28,7 +29,7 @@ export {
   decaysByDefault,
   globalNormClip,
 } from './optim.ts';
-export { dumpGraph, saveModel, toModelBytes } from './serialize.ts';
+export { dumpGraph, ExternalDataWriter, saveModel, toModelBytes } from './serialize.ts';
 export {
   type BatchSpec,
   buildGradAccumulation,

@@ -2,7 +2,7 @@ import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeSy
 import { basename } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { StringStringEntryProtoSchema, type TensorProto, TensorProto_DataLocation } from 'onnx-buf';
-import type { Attrs, Graph, Initializer, Value } from './builder.ts';
+import type { Attrs, ExternalRef, Graph, Initializer, TypedData, Value } from './builder.ts';
 import { shapeStr } from './dims.ts';
 import { type AttrValue, encodeModel, node, tensorProto, valueInfo } from './proto.ts';
 
@@ -37,7 +37,47 @@ function modelParts(graph: Graph, initializers: TensorProto[]) {
 }
 
 function inline(init: Initializer): TensorProto {
+  if (init.external) {
+    const { location, offset, length } = init.external;
+    return externalTensor(init, location, offset, length);
+  }
   return tensorProto(init.value.name, init.value.dtype, init.dims, init.data);
+}
+
+/**
+ * Appends tensors to one external data file as a model is built, so that only the tensor being
+ * converted is in memory. Pass it to saveModel, which then adds the other large initializers to
+ * the same file. The caller makes the whole build atomic (e.g. a temporary directory renamed).
+ */
+export class ExternalDataWriter {
+  private readonly fd: number;
+  private offset = 0;
+  readonly location: string;
+
+  constructor(readonly path: string) {
+    this.location = basename(path);
+    this.fd = openSync(path, 'w');
+  }
+
+  append(data: TypedData): ExternalRef {
+    const pad = (64 - (this.offset % 64)) % 64; // keep tensors aligned for mmap
+    if (pad) writeSync(this.fd, new Uint8Array(pad));
+    this.offset += pad;
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    for (let done = 0; done < bytes.byteLength; ) done += writeSync(this.fd, bytes, done);
+    const ref = { location: this.location, offset: this.offset, length: bytes.byteLength };
+    this.offset += bytes.byteLength;
+    return ref;
+  }
+
+  get bytes(): number {
+    return this.offset;
+  }
+
+  close(): void {
+    fsyncSync(this.fd);
+    closeSync(this.fd);
+  }
 }
 
 // A protobuf message cannot exceed 2 GiB; keep a margin for the graph itself.
@@ -46,6 +86,13 @@ const GRAPH_MARGIN = 64 * 1024 * 1024;
 
 /** The whole model in memory (every initializer inline). */
 export function toModelBytes(graph: Graph): Uint8Array {
+  const held = graph.initializers.find((i) => i.external);
+  if (held) {
+    throw new Error(
+      `toModelBytes: initializer '${held.value.name}' lives in external data '${held.external!.location}'; ` +
+        'save the model next to it with saveModel and open it by path',
+    );
+  }
   const bytes = graph.initializers.reduce((n, i) => n + i.data.byteLength, 0);
   if (bytes > PROTOBUF_LIMIT - GRAPH_MARGIN) {
     throw new Error(
@@ -79,8 +126,16 @@ function writeAtomically(path: string, write: (fd: number) => void): void {
  * reader never sees half a file. A stale `.data` from an earlier save is removed when nothing
  * goes external.
  */
-export function saveModel(graph: Graph, path: string, opts: Partial<SerializeOptions> = {}): void {
+export function saveModel(
+  graph: Graph,
+  path: string,
+  opts: Partial<SerializeOptions> & { dataWriter?: ExternalDataWriter } = {},
+): void {
   const o = { ...DEFAULTS, ...opts } satisfies SerializeOptions;
+  if (o.dataWriter) return saveWithWriter(graph, path, o.externalThreshold, o.dataWriter);
+  const held = graph.initializers.find((i) => i.external);
+  if (held)
+    throw new Error(`saveModel: '${held.value.name}' is in external data: pass the ExternalDataWriter`);
   const dataPath = `${path}.data`;
   const external = graph.initializers.filter((i) => i.data.byteLength >= o.externalThreshold);
   const tensors = new Map<Initializer, TensorProto>();
@@ -106,6 +161,19 @@ export function saveModel(graph: Graph, path: string, opts: Partial<SerializeOpt
       graph.initializers.map((i) => tensors.get(i) ?? inline(i)),
     ),
   );
+  writeAtomically(path, (fd) => {
+    for (let done = 0; done < model.byteLength; ) done += writeSync(fd, model, done);
+  });
+}
+
+function saveWithWriter(graph: Graph, path: string, threshold: number, writer: ExternalDataWriter): void {
+  const tensors = graph.initializers.map((i) => {
+    if (i.external || i.data.byteLength < threshold) return inline(i);
+    const { location, offset, length } = writer.append(i.data);
+    return externalTensor(i, location, offset, length);
+  });
+  writer.close();
+  const model = encodeModel(modelParts(graph, tensors));
   writeAtomically(path, (fd) => {
     for (let done = 0; done < model.byteLength; ) done += writeSync(fd, model, done);
   });

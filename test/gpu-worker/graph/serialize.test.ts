@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   add,
   dumpGraph,
+  ExternalDataWriter,
   Graph,
   matmul,
   relu,
@@ -96,6 +97,32 @@ describe('saveModel', () => {
     expect(toArray((await s.run({ x: x() })).y!)).toEqual(toArray((await inline.run({ x: x() })).y!));
     await s.dispose();
     await inline.dispose();
+  });
+});
+
+describe('ExternalDataWriter', () => {
+  it('streams weights to the data file as they are built; the saved model matches the inline one', async () => {
+    const inlineSession = await createSession(toModelBytes(mlp()));
+    const want = toArray((await inlineSession.run({ x: x() })).y!);
+    await inlineSession.dispose();
+
+    // The same model, w1 written to the data file before the graph is even finished.
+    const path = join(dir, 'streamed.onnx');
+    const writer = new ExternalDataWriter(`${path}.data`);
+    const g = new Graph({ name: 'mlp' });
+    const fill = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * k) / 4);
+    const w1 = g.externalInitializer('w1', 'float32', [16, 32], writer.append(fill(16 * 32, 0.7)));
+    const b1 = g.initializer('b1', 'float32', [32], fill(32, 1.3));
+    const w2 = g.initializer('w2', 'float32', [32, 8], fill(32 * 8, 0.3)); // appended by saveModel
+    const input = g.input('x', 'float32', ['batch', 16]);
+    g.output(matmul(relu(add(matmul(input, w1), b1)), w2), 'y');
+    expect(() => toModelBytes(g)).toThrow(/external data/);
+    saveModel(g, path, { externalThreshold: 1024, dataWriter: writer });
+    expect(statSync(`${path}.data`).size).toBeGreaterThanOrEqual((16 * 32 + 32 * 8) * 4);
+
+    const session = await createSession(path);
+    expect(toArray((await session.run({ x: x() })).y!)).toEqual(want);
+    await session.dispose();
   });
 });
 

@@ -1,8 +1,8 @@
 import type { OpDef, Value } from '../builder.ts';
 import { dimEq } from '../dims.ts';
 import { mul, neg } from './arith.ts';
-import { scatterElementsAdd } from './gather-elements.ts';
 import { floatDtype } from './check.ts';
+import { scatterElementsAdd } from './gather-elements.ts';
 import { unsqueeze } from './shape.ts';
 import { equal, exp, where } from './unary.ts';
 
