@@ -1,6 +1,6 @@
 import { type Graph, GraphError, isFloat, type Value } from '../builder.ts';
 import { dimEq, shapeStr } from '../dims.ts';
-import { add, scale } from '../ops/arith.ts';
+import { add, scale, sub } from '../ops/arith.ts';
 import { cast } from '../ops/cast.ts';
 import { logicalAnd, logicalNot, logicalOr, range } from '../ops/integer.ts';
 import { matmul } from '../ops/matmul.ts';
@@ -92,12 +92,13 @@ export function causalSelfAttention(
 /**
  * The additive attention bias: 0 where query i may read key j, MASKED_SCORE where it may not
  * (a future key, or a padding key). Built at run time so B and T may be symbolic, and built once
- * per forward: every layer adds the same tensor.
+ * per forward: every layer adds the same tensor. With a key/value cache the mask covers the past
+ * keys too, mask (B, S) with S = P + T, and query i sits at absolute position P + i.
  *
- *   Range(0, T) ─┬─ Unsqueeze (1, T) key j ──┐
- *                └─ Unsqueeze (T, 1) query i ┴─ Greater: j > i ─ future (T, T) ──┐
- *   mask (B, T) ─ Less 0.5 (padding) ─ Unsqueeze (B, 1, 1, 1, T) ────────────────┴─ Or
- *   ─ And Not(i == j) ─ Where(MASKED_SCORE, 0) ─ bias (B|1, 1, 1, T, T)
+ *   Range(0, S) ─────────────── Unsqueeze (1, S) key j ──┐
+ *   Range(S - T, S) ─────────── Unsqueeze (T, 1) query i ┴─ Greater: j > i ─ future (T, S) ──┐
+ *   mask (B, S) ─ Less 0.5 (padding) ─ Unsqueeze (B, 1, 1, 1, S) ─────────────────────────────┴─ Or
+ *   ─ And Not(j == i) ─ Where(MASKED_SCORE, 0) ─ bias (B|1, 1, 1, T, S)
  *
  * The diagonal is never blocked, so no row is all-blocked (a left-padding query reads itself).
  * Then exp(MASKED_SCORE - max) is exactly 0 in float32, blocked keys get probability 0 and no
@@ -105,18 +106,20 @@ export function causalSelfAttention(
  */
 export function attentionBias(
   x: Value, // (B, T, ...)
-  mask?: Value, // (B, T) float, 1 = token
+  mask?: Value, // (B, S) 1 = token (float or int), S = T without a cache
 ): Value {
   const g = x.graph;
   return g.scope('attention_bias', () => {
-    const length = squeeze(shapeOf(x, 1, 2), [0]); // () int64
-    const idx = range(g.scalar(0, 'int64'), length, g.scalar(1, 'int64'), x.shape[1]!); // (T)
-    const key = unsqueeze(idx, [0]); // (1, T)
-    const query = unsqueeze(idx, [1]); // (T, 1)
-    let blocked = greater(key, query); // (T, T) key after query
+    const one = g.scalar(1, 'int64');
+    const length = squeeze(shapeOf(x, 1, 2), [0]); // () int64, T
+    const total = mask ? squeeze(shapeOf(mask, 1, 2), [0]) : length; // () int64, S
+    const key = unsqueeze(range(g.scalar(0, 'int64'), total, one, mask ? mask.shape[1]! : x.shape[1]!), [0]); // (1, S)
+    const query = unsqueeze(range(sub(total, length), total, one, x.shape[1]!), [1]); // (T, 1)
+    let blocked = greater(key, query); // (T, S) key after query
     if (mask) {
-      const padding = unsqueeze(less(mask, g.scalar(0.5, mask.dtype)), [1, 2, 3]); // (B, 1, 1, 1, T)
-      blocked = logicalAnd(logicalOr(blocked, padding), logicalNot(equal(key, query))); // (B, 1, 1, T, T)
+      const keep = isFloat(mask.dtype) ? mask : cast(mask, 'float32');
+      const padding = unsqueeze(less(keep, g.scalar(0.5, keep.dtype)), [1, 2, 3]); // (B, 1, 1, 1, S)
+      blocked = logicalAnd(logicalOr(blocked, padding), logicalNot(equal(key, query))); // (B, 1, 1, T, S)
     }
     return where(blocked, g.scalar(MASKED_SCORE, 'float32'), g.scalar(0, 'float32'), 'Bias');
   });

@@ -15,6 +15,8 @@ export interface RotaryTables {
 
 export interface RotaryOptions {
   name: string;
+  /** Inverse frequencies (headDim/2) when not theta^(-2i / headDim), e.g. llama3-scaled ones. */
+  invFreq?: Float32Array | undefined;
 }
 
 /**
@@ -40,7 +42,10 @@ export function rotaryTables(
   const g = positions.graph;
   return g.scope(o.name, () => {
     const half = headDim / 2;
-    const invFreq = Float32Array.from({ length: half }, (_, i) => theta ** ((-2 * i) / headDim));
+    const invFreq = o.invFreq ?? Float32Array.from({ length: half }, (_, i) => theta ** ((-2 * i) / headDim));
+    if (invFreq.length !== half) {
+      throw new GraphError(`rotaryTables: ${invFreq.length} inverse frequencies for headDim ${headDim}`);
+    }
     const freqs = g.constant('float32', [half], invFreq); // (headDim/2)
     const angles = mul(unsqueeze(cast(positions, 'float32'), [-1]), freqs); // (B, T, headDim/2)
     return { cos: cos(angles), sin: sin(angles) };

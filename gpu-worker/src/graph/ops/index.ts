@@ -4,6 +4,14 @@ export { gather } from './gather.ts';
 export { gatherElements } from './gather-elements.ts';
 export { bitwiseXor, logicalAnd, logicalNot, logicalOr, mod, range } from './integer.ts';
 export { type MatMulOptions, matmul } from './matmul.ts';
+export {
+  type AccuracyLevel,
+  type GatherBlockQuantizedOptions,
+  gatherBlockQuantized,
+  type MatMulNBitsOptions,
+  matmulNBits,
+  type QuantizedWeights,
+} from './quantized.ts';
 export { type ReduceOptions, reduceMean, reduceSum, reduceSumSquare } from './reduce.ts';
 export {
   concat,

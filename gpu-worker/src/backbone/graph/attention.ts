@@ -1,0 +1,74 @@
+import {
+  add,
+  applyRotary,
+  cast,
+  concat,
+  matmul,
+  reshape,
+  rmsNorm,
+  scale,
+  softmax,
+  transpose,
+  unsqueeze,
+  type Value,
+} from '../../graph/index.ts';
+
+export interface CachedAttentionInputs {
+  q: Value; // (B, T, H*dh) projected queries
+  k: Value; // (B, T, Hkv*dh)
+  v: Value; // (B, T, Hkv*dh)
+  pastK: Value; // (B, Hkv, P, dh)
+  pastV: Value; // (B, Hkv, P, dh)
+  cos: Value; // (B, T, dh/2)
+  sin: Value; // (B, T, dh/2)
+  bias: Value; // (B, 1, 1, T, P+T) additive, from attentionBias
+  /** Qwen3: RMSNorm over each head's dh before RoPE. */
+  qNorm?: Value | undefined; // (dh)
+  kNorm?: Value | undefined; // (dh)
+}
+
+export interface CachedAttentionShape {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  eps: number;
+}
+
+/**
+ * Grouped-query attention over the key/value cache (k/v heads broadcast over the group axis G).
+ *
+ *   q (B, T, H*dh) ─ Reshape (B, T, Hkv, G, dh) ─ [q_norm] ─ Transpose (B, Hkv, G, T, dh) ─ RoPE ─ / sqrt(dh)
+ *   k (B, T, Hkv*dh) ─ Reshape (B, T, Hkv, dh) ─ [k_norm] ─ Transpose (B, Hkv, T, dh) ─ RoPE ─┐
+ *   past_k (B, Hkv, P, dh) ─────────────────────────────────────────────────────── Concat ─ present_k (B, Hkv, P+T, dh)
+ *   v likewise ─ present_v
+ *   scores = q present_k^T + bias (B, Hkv, G, T, P+T) ─ Softmax ─ @ present_v ─ (B, T, H*dh)
+ */
+export function cachedAttention(
+  a: CachedAttentionInputs,
+  s: CachedAttentionShape,
+): { out: Value; presentK: Value; presentV: Value } {
+  const group = s.heads / s.kvHeads;
+  const qHeads = reshape(a.q, [0, 0, s.kvHeads, group, s.headDim], 'ReshapeQ'); // (B, T, Hkv, G, dh)
+  const kHeads = reshape(a.k, [0, 0, s.kvHeads, s.headDim], 'ReshapeK'); // (B, T, Hkv, dh)
+  const vHeads = reshape(a.v, [0, 0, s.kvHeads, s.headDim], 'ReshapeV'); // (B, T, Hkv, dh)
+  const qNormed = a.qNorm ? rmsNorm(qHeads, a.qNorm, { eps: s.eps, name: 'q_norm' }) : qHeads;
+  const kNormed = a.kNorm ? rmsNorm(kHeads, a.kNorm, { eps: s.eps, name: 'k_norm' }) : kHeads;
+  const q = transpose(qNormed, [0, 2, 3, 1, 4], 'TransposeQ'); // (B, Hkv, G, T, dh)
+  const k = transpose(kNormed, [0, 2, 1, 3], 'TransposeK'); // (B, Hkv, T, dh)
+  const v = transpose(vHeads, [0, 2, 1, 3], 'TransposeV'); // (B, Hkv, T, dh)
+  const qRot = scale(applyRotary(q, a.cos, a.sin, { name: 'q_rotary' }), 1 / Math.sqrt(s.headDim), 'ScaleQ');
+  const kRot = applyRotary(k, a.cos, a.sin, { name: 'k_rotary' });
+  const presentK = concat([a.pastK, kRot], 2, 'PresentK'); // (B, Hkv, P+T, dh)
+  const presentV = concat([a.pastV, v], 2, 'PresentV'); // (B, Hkv, P+T, dh)
+  const keys = unsqueeze(presentK, [2]); // (B, Hkv, 1, P+T, dh)
+  const values = unsqueeze(presentV, [2]); // (B, Hkv, 1, P+T, dh)
+  const scores = matmul(qRot, keys, { transB: true, name: 'Scores' }); // (B, Hkv, G, T, P+T)
+  const probs = softmax(add(scores, cast(a.bias, scores.dtype), 'AddBias')); // (B, Hkv, G, T, P+T)
+  const context = matmul(probs, values, { name: 'Context' }); // (B, Hkv, G, T, dh)
+  const merged = reshape(
+    transpose(context, [0, 3, 1, 2, 4], 'TransposeContext'),
+    [0, 0, s.heads * s.headDim],
+    'MergeHeads',
+  ); // (B, T, H*dh)
+  return { out: merged, presentK, presentV };
+}

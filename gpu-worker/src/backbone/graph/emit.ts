@@ -1,0 +1,186 @@
+import {
+  add,
+  attentionBias,
+  type ExternalDataWriter,
+  Graph,
+  gather,
+  matmul,
+  mul,
+  rmsNorm,
+  rotaryTables,
+  silu,
+  type Value,
+} from '../../graph/index.ts';
+import { type BackboneConfig, HF_NAMES, type TensorSource } from '../types.ts';
+import { cachedAttention } from './attention.ts';
+import { ropeInverseFrequencies } from './rope.ts';
+import { transposeWeight, WeightPlacer } from './weights.ts';
+
+/** How the linear layers are stored and multiplied. */
+export type LinearKernel =
+  | { kind: 'fp32' }
+  | { kind: 'quantized'; bits: 4 | 8; blockSize: 32 | 64 | 128; accuracyLevel: 0 | 1 | 2 | 3 | 4 };
+
+export interface BackboneGraphOptions {
+  linear: LinearKernel;
+  /** Which residual-stream taps b_0..b_L to output: every one, or these indices. */
+  taps: 'all' | number[];
+  /** Also output logits (generation); the side network computes its own from the final state. */
+  logits: boolean;
+}
+
+export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
+  linear: { kind: 'quantized', bits: 4, blockSize: 32, accuracyLevel: 4 },
+  taps: 'all',
+  logits: true,
+};
+
+/** Graph input and output names, shared with the generator and the side networks. */
+export const IO = {
+  inputIds: 'input_ids', // (batch, seq) int64
+  attentionMask: 'attention_mask', // (batch, past+seq) int64, 1 = token
+  positionIds: 'position_ids', // (batch, seq) int64
+  pastKey: (i: number) => `past_key_values.${i}.key`, // (batch, kv_heads, past, head_dim)
+  pastValue: (i: number) => `past_key_values.${i}.value`,
+  presentKey: (i: number) => `present.${i}.key`, // (batch, kv_heads, past+seq, head_dim)
+  presentValue: (i: number) => `present.${i}.value`,
+  tap: (i: number) => `tap.${i}`, // (batch, seq, d) residual stream after block i (0 = embeddings)
+  finalHidden: 'final_hidden', // (batch, seq, d) Norm(b_L)
+  logits: 'logits', // (batch, seq, vocab)
+} as const;
+
+export interface LayerReport {
+  name: string;
+  relError: number;
+}
+
+/** A linear layer y = x W^T (+ b) from an HF weight (N out, K in), as the options say. */
+export type LinearEmitter = (x: Value, hfName: string, n: number, k: number, path: string) => Promise<Value>;
+
+export type QuantizedLinearEmitter = (
+  placer: WeightPlacer,
+  x: Value,
+  w: Float32Array,
+  n: number,
+  k: number,
+  path: string,
+  kernel: LinearKernel & { kind: 'quantized' },
+) => { y: Value; relError: number };
+
+/**
+ * The backbone as one ONNX graph (DESIGN.md section 2): prefill and decode alike, the KV cache
+ * in and out, every tap b_i out.
+ *
+ *   input_ids ─ Gather(embed) ─ b_0 ─┬─ tap.0
+ *   per block i:  b_i = b_{i-1} + attn(rmsNorm(b_{i-1}), past_i) + mlp(rmsNorm(...)) ─ tap.i, present.i
+ *   final_hidden = rmsNorm(b_L) ─ [logits = final_hidden @ lm_head]
+ */
+export async function buildBackboneGraph(
+  cfg: BackboneConfig,
+  source: TensorSource,
+  opts: Partial<BackboneGraphOptions> = {},
+  deps: { writer?: ExternalDataWriter; quantized?: QuantizedLinearEmitter } = {},
+): Promise<{ graph: Graph; report: LayerReport[] }> {
+  const o = { ...BACKBONE_GRAPH_DEFAULTS, ...opts } satisfies BackboneGraphOptions;
+  const g = new Graph({ name: `backbone-${cfg.architecture}`, opsets: { '': 21, 'com.microsoft': 1 } });
+  const placer = new WeightPlacer(g, deps.writer);
+  const report: LayerReport[] = [];
+  const { hiddenSize: d, heads, kvHeads, headDim, intermediateSize: ff } = cfg;
+  const tapSet = new Set(o.taps === 'all' ? Array.from({ length: cfg.layers + 1 }, (_, i) => i) : o.taps);
+  for (const t of tapSet) {
+    if (!Number.isInteger(t) || t < 0 || t > cfg.layers)
+      throw new Error(`backbone taps: ${t} is not in 0..${cfg.layers}`);
+  }
+
+  const vector = async (name: string, path: string) => {
+    const data = await source.read(name);
+    return placer.place(path, 'float32', [data.length], data, 'other');
+  };
+  const lin: LinearEmitter = async (x, hfName, n, k, path) => {
+    const w = await source.read(hfName); // (N, K)
+    if (o.linear.kind === 'fp32') {
+      const wt = placer.place(`${path}.weight`, 'float32', [k, n], transposeWeight(w, n, k), 'linear');
+      return matmul(x, wt, { name: path.split('/').at(-1) });
+    }
+    if (!deps.quantized) throw new Error('buildBackboneGraph: quantized linear layers need the quantizer');
+    const { y, relError } = deps.quantized(placer, x, w, n, k, path, o.linear);
+    report.push({ name: hfName, relError });
+    return y;
+  };
+
+  const ids = g.input(IO.inputIds, 'int64', ['batch', 'seq']);
+  const mask = g.input(IO.attentionMask, 'int64', ['batch', 'past+seq']);
+  const positions = g.input(IO.positionIds, 'int64', ['batch', 'seq']);
+  const embed = placer.place(
+    'embed_tokens',
+    'float32',
+    [cfg.vocabSize, d],
+    await source.read(HF_NAMES.embed),
+    'other',
+  );
+  let x = g.scope('embed', () => gather(embed, ids)); // (B, T, d)
+  if (tapSet.has(0)) g.output(x, IO.tap(0));
+  const { cos, sin } = rotaryTables(positions, headDim, cfg.ropeTheta, {
+    invFreq: ropeInverseFrequencies(cfg),
+  });
+  const bias = attentionBias(x, mask); // (B, 1, 1, T, P+T)
+
+  for (let i = 0; i < cfg.layers; i++) {
+    const n = HF_NAMES.layer(i);
+    const path = `layers.${i}`;
+    const pastK = g.input(IO.pastKey(i), 'float32', ['batch', kvHeads, 'past', headDim]);
+    const pastV = g.input(IO.pastValue(i), 'float32', ['batch', kvHeads, 'past', headDim]);
+    const inputNorm = await vector(n.inputNorm, `${path}.input_layernorm`);
+    const h = g.scope(path, () => rmsNorm(x, inputNorm, { eps: cfg.rmsNormEps, name: 'input_layernorm' }));
+    const attnPath = `${path}/attn`;
+    let q = await lin(h, n.q, heads * headDim, d, `${attnPath}/q_proj`);
+    let k = await lin(h, n.k, kvHeads * headDim, d, `${attnPath}/k_proj`);
+    let v = await lin(h, n.v, kvHeads * headDim, d, `${attnPath}/v_proj`);
+    if (cfg.qkvBias) {
+      const [bq, bk, bv] = [
+        await vector(n.qBias, `${path}.q_bias`),
+        await vector(n.kBias, `${path}.k_bias`),
+        await vector(n.vBias, `${path}.v_bias`),
+      ];
+      [q, k, v] = g.scope(attnPath, () => [add(q, bq, 'q_bias'), add(k, bk, 'k_bias'), add(v, bv, 'v_bias')]);
+    }
+    const qNorm = cfg.qkNorm ? await vector(n.qNorm, `${path}.q_norm`) : undefined;
+    const kNorm = cfg.qkNorm ? await vector(n.kNorm, `${path}.k_norm`) : undefined;
+    const attn = g.scope(attnPath, () =>
+      cachedAttention(
+        { q, k, v, pastK, pastV, cos, sin, bias, qNorm, kNorm },
+        { heads, kvHeads, headDim, eps: cfg.rmsNormEps },
+      ),
+    );
+    g.output(attn.presentK, IO.presentKey(i));
+    g.output(attn.presentV, IO.presentValue(i));
+    const o1 = await lin(attn.out, n.o, d, heads * headDim, `${attnPath}/o_proj`);
+    const x1 = g.scope(path, () => add(x, o1, 'residual_attn'));
+    const postNorm = await vector(n.postAttnNorm, `${path}.post_attention_layernorm`);
+    const h2 = g.scope(path, () =>
+      rmsNorm(x1, postNorm, { eps: cfg.rmsNormEps, name: 'post_attention_layernorm' }),
+    );
+    const gate = await lin(h2, n.gate, ff, d, `${path}/mlp/gate_proj`);
+    const up = await lin(h2, n.up, ff, d, `${path}/mlp/up_proj`);
+    const act = g.scope(`${path}/mlp`, () => mul(silu(gate), up)); // (B, T, d_ff)
+    const down = await lin(act, n.down, d, ff, `${path}/mlp/down_proj`);
+    x = g.scope(path, () => add(x1, down, 'residual_mlp')); // (B, T, d)
+    if (tapSet.has(i + 1)) g.output(x, IO.tap(i + 1));
+  }
+
+  const finalNorm = await vector(HF_NAMES.finalNorm, 'norm');
+  const hidden = rmsNorm(x, finalNorm, { eps: cfg.rmsNormEps, name: 'final_norm' }); // (B, T, d)
+  g.output(hidden, IO.finalHidden);
+  if (o.logits) {
+    // The LM head stays in full precision, (V, d) as HF stores it (tied: the embedding itself),
+    // multiplied transposed in the GEMM rather than copied.
+    const head = cfg.tieWordEmbeddings
+      ? embed
+      : placer.place('lm_head', 'float32', [cfg.vocabSize, d], await source.read(HF_NAMES.lmHead), 'other');
+    g.output(
+      g.scope('lm_head', () => matmul(hidden, head, { transB: true })),
+      IO.logits,
+    ); // (B, T, V)
+  }
+  return { graph: g, report };
+}
