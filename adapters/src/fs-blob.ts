@@ -34,7 +34,8 @@ export class FsBlobStore implements BlobStore {
       throw new InvalidArgumentError(`storage key ${JSON.stringify(key)} has an unsafe segment`);
     }
     const p = join(this.root, ...segments);
-    if (!p.startsWith(this.root + sep)) throw new InvalidArgumentError(`storage key ${JSON.stringify(key)} escapes the store`);
+    if (!p.startsWith(this.root + sep))
+      throw new InvalidArgumentError(`storage key ${JSON.stringify(key)} escapes the store`);
     return p;
   }
 
@@ -80,7 +81,9 @@ export class FsBlobStore implements BlobStore {
 
   async get(key: string): Promise<Uint8Array | undefined> {
     try {
-      return await readFile(this.path(key));
+      // A plain Uint8Array, not a Buffer: Buffer#slice shares memory, Uint8Array#slice copies.
+      const buf = await readFile(this.path(key));
+      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
     } catch (e) {
       if (errno(e) === 'ENOENT' || errno(e) === 'EISDIR' || errno(e) === 'ENOTDIR') return undefined;
       throw e;

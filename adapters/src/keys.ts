@@ -21,7 +21,9 @@ const Sha = z.string().regex(/^[0-9a-f]{64}$/);
 function check<T>(schema: z.ZodType<T>, field: string, value: unknown): T {
   const r = schema.safeParse(value);
   if (!r.success) {
-    throw new InvalidArgumentError(`${field} ${JSON.stringify(value)} is invalid: ${describeIssues(r.error)}`);
+    throw new InvalidArgumentError(
+      `${field} ${JSON.stringify(value)} is invalid: ${describeIssues(r.error)}`,
+    );
   }
   return r.data;
 }

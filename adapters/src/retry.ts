@@ -51,7 +51,12 @@ const TRANSIENT_NAMES = new Set([
 /** Whether an error from the S3 client (or the socket under it) is worth another attempt. */
 export function isTransient(e: unknown): boolean {
   if (typeof e !== 'object' || e === null) return false;
-  const err = e as { name?: string; code?: string; $metadata?: { httpStatusCode?: number }; message?: string };
+  const err = e as {
+    name?: string;
+    code?: string;
+    $metadata?: { httpStatusCode?: number };
+    message?: string;
+  };
   const status = err.$metadata?.httpStatusCode;
   if (status !== undefined && (status >= 500 || status === 429 || status === 408)) return true;
   if (err.name && TRANSIENT_NAMES.has(err.name)) return true;
@@ -104,7 +109,11 @@ export function describe(e: unknown): string {
   return `${err.name ?? 'Error'}${status ? ` (HTTP ${status})` : ''}: ${err.message ?? ''}`.trim();
 }
 
-async function withDeadline<T>(ms: number, what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+async function withDeadline<T>(
+  ms: number,
+  what: string,
+  fn: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
@@ -115,7 +124,10 @@ async function withDeadline<T>(ms: number, what: string, fn: (signal: AbortSigna
     }, ms);
   });
   try {
-    return await Promise.race([fn(controller.signal), deadline]);
+    const work = fn(controller.signal);
+    // If the deadline wins, the abandoned attempt may still reject later: keep that quiet.
+    work.catch(() => {});
+    return await Promise.race([work, deadline]);
   } finally {
     clearTimeout(timer);
   }

@@ -119,7 +119,9 @@ export function decodeSafetensors(bytes: Uint8Array, source = 'safetensors'): De
   if (bytes.byteLength < 8) fail(`${bytes.byteLength} bytes is too short for the 8-byte header length`);
   const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
   if (n > BigInt(Math.min(MAX_HEADER_BYTES, bytes.byteLength - 8))) {
-    fail(`header length ${n} exceeds the file (${bytes.byteLength} bytes) or the ${MAX_HEADER_BYTES}-byte limit`);
+    fail(
+      `header length ${n} exceeds the file (${bytes.byteLength} bytes) or the ${MAX_HEADER_BYTES}-byte limit`,
+    );
   }
   const headerLen = Number(n);
   let header: unknown;
@@ -128,14 +130,16 @@ export function decodeSafetensors(bytes: Uint8Array, source = 'safetensors'): De
   } catch (e) {
     fail(`header is not UTF-8 JSON (${(e as Error).message})`);
   }
-  if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
+  if (typeof header !== 'object' || header === null || Array.isArray(header))
+    fail('header is not a JSON object');
   const dataStart = 8 + headerLen;
   const dataLen = bytes.byteLength - dataStart;
   const metadata: Record<string, string> = {};
   const entries: { name: string; dtype: TensorDtype; shape: number[]; begin: number; end: number }[] = [];
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('__metadata__ is not an object');
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+        fail('__metadata__ is not an object');
       for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
         if (typeof v !== 'string') fail(`__metadata__.${k} is not a string`);
         metadata[k] = v as string;
@@ -205,7 +209,8 @@ function parseEntry(
  */
 export function tensorView(t: RawTensor): TensorData {
   const size = DTYPE_BYTES[t.dtype];
-  const bytes = t.data.byteOffset % size === 0 ? t.data : t.data.slice();
+  // `new Uint8Array(view)` copies (Buffer#slice would not) into a fresh, aligned buffer.
+  const bytes = t.data.byteOffset % size === 0 ? t.data : new Uint8Array(t.data);
   const { buffer, byteOffset } = bytes;
   const length = bytes.byteLength / size;
   switch (t.dtype) {

@@ -12,7 +12,13 @@ export type TensorDtype = z.infer<typeof TensorDtype>;
 export const TensorInfo = z.strictObject({
   name: z.string().min(1).max(512),
   dtype: TensorDtype,
-  shape: z.array(z.number().int().min(0).max(2 ** 31)),
+  shape: z.array(
+    z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31),
+  ),
 });
 export type TensorInfo = z.infer<typeof TensorInfo>;
 
