@@ -1,1 +1,2 @@
+export * from './quant/index.ts';
 export * from './types.ts';
