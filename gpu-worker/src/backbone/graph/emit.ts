@@ -8,7 +8,9 @@ import {
   mul,
   rmsNorm,
   rotaryTables,
+  shapeOf,
   silu,
+  sub,
   type Value,
 } from '../../graph/index.ts';
 import { type BackboneConfig, HF_NAMES, type TensorSource } from '../types.ts';
@@ -25,14 +27,17 @@ export interface BackboneGraphOptions {
   linear: LinearKernel;
   /** Which residual-stream taps b_0..b_L to output: every one, or these indices. */
   taps: 'all' | number[];
-  /** Also output logits (generation); the side network computes its own from the final state. */
-  logits: boolean;
+  /**
+   * Logits for generation: of every position, of the last one only (what decoding samples from,
+   * without writing (T, V) at prefill), or none (the side network computes its own).
+   */
+  logits: 'all' | 'last' | 'none';
 }
 
 export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
   linear: { kind: 'quantized', bits: 4, blockSize: 32, accuracyLevel: 4 },
   taps: 'all',
-  logits: true,
+  logits: 'last',
 };
 
 /** Graph input and output names, shared with the generator and the side networks. */
@@ -46,12 +51,19 @@ export const IO = {
   presentValue: (i: number) => `present.${i}.value`,
   tap: (i: number) => `tap.${i}`, // (batch, seq, d) residual stream after block i (0 = embeddings)
   finalHidden: 'final_hidden', // (batch, seq, d) Norm(b_L)
-  logits: 'logits', // (batch, seq, vocab)
+  logits: 'logits', // (batch, seq, vocab), or (batch, 1, vocab) for the last position only
 } as const;
 
 export interface LayerReport {
   name: string;
   relError: number;
+}
+
+/** x[:, T-1:T] for a run-time T: Gather along the sequence axis with a one-element index. */
+function lastPosition(x: Value): Value {
+  const g = x.graph;
+  const last = sub(shapeOf(x, 1, 2), g.vector([1])); // (1) int64: T - 1
+  return gather(x, last, 1, 'LastPosition'); // (B, 1, d)
 }
 
 /** A linear layer y = x W^T (+ b) from an HF weight (N out, K in), as the options say. */
@@ -171,16 +183,17 @@ export async function buildBackboneGraph(
   const finalNorm = await vector(HF_NAMES.finalNorm, 'norm');
   const hidden = rmsNorm(x, finalNorm, { eps: cfg.rmsNormEps, name: 'final_norm' }); // (B, T, d)
   g.output(hidden, IO.finalHidden);
-  if (o.logits) {
+  if (o.logits !== 'none') {
     // The LM head stays in full precision, (V, d) as HF stores it (tied: the embedding itself),
     // multiplied transposed in the GEMM rather than copied.
     const head = cfg.tieWordEmbeddings
       ? embed
       : placer.place('lm_head', 'float32', [cfg.vocabSize, d], await source.read(HF_NAMES.lmHead), 'other');
-    g.output(
-      g.scope('lm_head', () => matmul(hidden, head, { transB: true })),
-      IO.logits,
-    ); // (B, T, V)
+    const logits = g.scope('lm_head', () => {
+      const rows = o.logits === 'all' ? hidden : lastPosition(hidden); // (B, T|1, d)
+      return matmul(rows, head, { transB: true }); // (B, T|1, V)
+    });
+    g.output(logits, IO.logits);
   }
   return { graph: g, report };
 }
