@@ -50,3 +50,55 @@ describe('the fp32 ONNX backbone matches an independent float64 reference', () =
     },
   );
 });
+
+describe('the 4-bit backbone', () => {
+  it.each([0, 4] as const)(
+    'logits stay within a stated bound of fp32 (accuracy_level %i)',
+    async (accuracyLevel) => {
+      const cfg = { ...VARIANTS['llama (GQA, llama3 rope scaling)']!, hiddenSize: 64, intermediateSize: 128 };
+      const weights = randomWeights(cfg, 3);
+      const ids = [3, 17, 42, 5, 60, 0, 9, 33, 21];
+      const run = async (linear: Parameters<typeof buildBackboneGraph>[2] extends infer O ? O : never) => {
+        const { graph, report } = await buildBackboneGraph(cfg, memorySource(weights), {
+          ...linear,
+          logits: 'all',
+        });
+        const session = await createSession(toModelBytes(graph));
+        const T = ids.length;
+        const out = await session.run({
+          [IO.inputIds]: i64(ids, [1, T]),
+          [IO.attentionMask]: i64(new Array(T).fill(1), [1, T]),
+          [IO.positionIds]: i64(
+            ids.map((_, t) => t),
+            [1, T],
+          ),
+          ...emptyPast(cfg, 1),
+        });
+        await session.dispose();
+        return { logits: out[IO.logits]!.data as Float32Array, report };
+      };
+      const fp32 = await run({ linear: { kind: 'fp32' } });
+      const int4 = await run({ linear: { kind: 'quantized', bits: 4, blockSize: 32, accuracyLevel } });
+      // Every linear layer is reported with its relative quantization error (uniform weights: ~4-6%).
+      expect(int4.report).toHaveLength(cfg.layers * 7);
+      for (const r of int4.report) expect(r.relError).toBeGreaterThan(0.01);
+      for (const r of int4.report) expect(r.relError).toBeLessThan(0.1);
+      const scale = Math.max(...Array.from(fp32.logits, Math.abs));
+      const err = Math.max(...Array.from(int4.logits, (v, i) => Math.abs(v - fp32.logits[i]!))) / scale;
+      let dot = 0;
+      let n1 = 0;
+      let n2 = 0;
+      for (let i = 0; i < fp32.logits.length; i++) {
+        dot += fp32.logits[i]! * int4.logits[i]!;
+        n1 += fp32.logits[i]! ** 2;
+        n2 += int4.logits[i]! ** 2;
+      }
+      const cosine = dot / Math.sqrt(n1 * n2);
+      // Random uniform weights are the worst case for 4-bit (no outlier structure to exploit): the
+      // bound is max |Δlogit| <= 30% of max |logit| and cosine >= 0.97; real checkpoints do far better.
+      expect(err).toBeLessThan(0.3);
+      expect(cosine).toBeGreaterThan(0.97);
+      expect(err).toBeGreaterThan(0); // the quantized graph really differs
+    },
+  );
+});

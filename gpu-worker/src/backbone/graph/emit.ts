@@ -13,6 +13,8 @@ import {
   sub,
   type Value,
 } from '../../graph/index.ts';
+import { addQuantizedWeights, quantizedLinear } from '../quant/graph.ts';
+import { quantizeLinear } from '../quant/quantize.ts';
 import { type BackboneConfig, HF_NAMES, type TensorSource } from '../types.ts';
 import { cachedAttention } from './attention.ts';
 import { ropeInverseFrequencies } from './rope.ts';
@@ -69,16 +71,6 @@ function lastPosition(x: Value): Value {
 /** A linear layer y = x W^T (+ b) from an HF weight (N out, K in), as the options say. */
 export type LinearEmitter = (x: Value, hfName: string, n: number, k: number, path: string) => Promise<Value>;
 
-export type QuantizedLinearEmitter = (
-  placer: WeightPlacer,
-  x: Value,
-  w: Float32Array,
-  n: number,
-  k: number,
-  path: string,
-  kernel: LinearKernel & { kind: 'quantized' },
-) => { y: Value; relError: number };
-
 /**
  * The backbone as one ONNX graph (DESIGN.md section 2): prefill and decode alike, the KV cache
  * in and out, every tap b_i out.
@@ -91,7 +83,7 @@ export async function buildBackboneGraph(
   cfg: BackboneConfig,
   source: TensorSource,
   opts: Partial<BackboneGraphOptions> = {},
-  deps: { writer?: ExternalDataWriter; quantized?: QuantizedLinearEmitter } = {},
+  deps: { writer?: ExternalDataWriter } = {},
 ): Promise<{ graph: Graph; report: LayerReport[] }> {
   const o = { ...BACKBONE_GRAPH_DEFAULTS, ...opts } satisfies BackboneGraphOptions;
   const g = new Graph({ name: `backbone-${cfg.architecture}`, opsets: { '': 21, 'com.microsoft': 1 } });
@@ -110,14 +102,21 @@ export async function buildBackboneGraph(
   };
   const lin: LinearEmitter = async (x, hfName, n, k, path) => {
     const w = await source.read(hfName); // (N, K)
-    if (o.linear.kind === 'fp32') {
+    const scope = path.split('/').slice(0, -1).join('/');
+    const name = path.split('/').at(-1);
+    const kernel = o.linear;
+    if (kernel.kind === 'fp32') {
       const wt = placer.place(`${path}.weight`, 'float32', [k, n], transposeWeight(w, n, k), 'linear');
-      return matmul(x, wt, { name: path.split('/').at(-1) });
+      return g.scope(scope, () => matmul(x, wt, { name }));
     }
-    if (!deps.quantized) throw new Error('buildBackboneGraph: quantized linear layers need the quantizer');
-    const { y, relError } = deps.quantized(placer, x, w, n, k, path, o.linear);
-    report.push({ name: hfName, relError });
-    return y;
+    const q = quantizeLinear(w, n, k, { bits: kernel.bits, blockSize: kernel.blockSize });
+    report.push({ name: hfName, relError: q.relError });
+    const weights = addQuantizedWeights(g, path, q, (init, dtype, dims, data) =>
+      placer.place(init, dtype, dims, data, 'linear'),
+    );
+    return g.scope(scope, () =>
+      quantizedLinear(x, q, weights, { accuracyLevel: kernel.accuracyLevel, name }),
+    );
   };
 
   const ids = g.input(IO.inputIds, 'int64', ['batch', 'seq']);
