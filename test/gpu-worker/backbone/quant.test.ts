@@ -271,7 +271,17 @@ describe('quantized embedding', () => {
       const g = new Graph();
       const ids = g.input('ids', 'int64', ['batch', 'seq']);
       const h = g.input('h', 'float32', ['batch', 'seq', d]);
-      const w = addQuantizedWeights(g, 'model.embed_tokens.weight', q);
+      const placed: string[] = [];
+      const w = addQuantizedWeights(g, 'model.embed_tokens.weight', q, (name, dtype, dims, data) => {
+        placed.push(`${name}: ${dtype}[${dims.join(', ')}]`);
+        return g.initializer(name, dtype, dims, data);
+      });
+      const kBlocks = Math.ceil(d / blockSize);
+      expect(placed).toEqual([
+        `model.embed_tokens.weight.packed: uint8[${V}, ${kBlocks}, ${(blockSize * bits) / 8}]`,
+        `model.embed_tokens.weight.scales: float32[${V}, ${kBlocks}]`,
+        `model.embed_tokens.weight.zero_points: uint8[${V}, ${Math.ceil((kBlocks * bits) / 8)}]`,
+      ]);
       g.output(
         g.scope('embed', () => quantizedEmbedding(ids, q, w)),
         'rows',

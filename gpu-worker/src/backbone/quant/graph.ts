@@ -1,4 +1,4 @@
-import type { Graph, Value } from '../../graph/builder.ts';
+import type { DType, Graph, TypedData, Value } from '../../graph/builder.ts';
 import {
   type AccuracyLevel,
   gatherBlockQuantized,
@@ -11,26 +11,29 @@ import type { QuantizedLinear } from '../types.ts';
 /** What the graph needs to know about a quantized weight besides its tensors. */
 export type QuantizedLayout = Pick<QuantizedLinear, 'bits' | 'blockSize' | 'N' | 'K'>;
 
+/** Makes an initializer: graph.initializer, or a placer that writes large ones to external data. */
+export type PlaceInitializer = (
+  name: string,
+  dtype: DType,
+  dims: readonly number[],
+  data: TypedData,
+) => Value;
+
 /**
  * Add a QuantizedLinear's tensors as initializers named after `name` (an HF parameter path such
  * as `model.layers.0.self_attn.q_proj.weight`): `<name>.packed`, `<name>.scales`, `<name>.zero_points`.
  */
-export function addQuantizedWeights(graph: Graph, name: string, q: QuantizedLinear): QuantizedWeights {
+export function addQuantizedWeights(
+  graph: Graph,
+  name: string,
+  q: QuantizedLinear,
+  place: PlaceInitializer = (n, dtype, dims, data) => graph.initializer(n, dtype, dims, data),
+): QuantizedWeights {
   const kBlocks = Math.ceil(q.K / q.blockSize);
   return {
-    packed: graph.initializer(
-      `${name}.packed`,
-      'uint8',
-      [q.N, kBlocks, (q.blockSize * q.bits) / 8],
-      q.packed,
-    ),
-    scales: graph.initializer(`${name}.scales`, 'float32', [q.N, kBlocks], q.scales),
-    zeroPoints: graph.initializer(
-      `${name}.zero_points`,
-      'uint8',
-      [q.N, Math.ceil((kBlocks * q.bits) / 8)],
-      q.zeroPoints,
-    ),
+    packed: place(`${name}.packed`, 'uint8', [q.N, kBlocks, (q.blockSize * q.bits) / 8], q.packed),
+    scales: place(`${name}.scales`, 'float32', [q.N, kBlocks], q.scales),
+    zeroPoints: place(`${name}.zero_points`, 'uint8', [q.N, Math.ceil((kBlocks * q.bits) / 8)], q.zeroPoints),
   };
 }
 

@@ -1,5 +1,6 @@
 export {
   addQuantizedWeights,
+  type PlaceInitializer,
   type QuantizedLayout,
   type QuantizedLinearOptions,
   quantizedEmbedding,
