@@ -38,8 +38,9 @@ describe('S3AdapterStore specifics', () => {
   afterAll(() => s3.stop());
 
   it('uploads large weights as multipart and reads them back verified', async () => {
-    // ~11 MB of F32: three parts of 5 MiB (S3's minimum part size).
-    const shape: SideNetShape = { d: 512, dff: 2048, layers: 6, r: 2, dtype: 'F32' };
+    // ~15 MB of F32: three parts of 5 MiB (S3's minimum part size). fauxqs refuses bodies over
+    // 11 MiB, so a single PUT of these weights could not have succeeded.
+    const shape: SideNetShape = { d: 512, dff: 2048, layers: 3, r: 2, dtype: 'F32' };
     const store = new S3AdapterStore({
       ...s3.storeOptions(),
       tenant: 'big',
@@ -48,7 +49,7 @@ describe('S3AdapterStore specifics', () => {
       partSizeBytes: 5 * 1024 * 1024,
     });
     const m = await store.put(adapterInput('large', 1, { shape }));
-    expect(m.weights.size_bytes).toBeGreaterThan(10 * 1024 * 1024);
+    expect(m.weights.size_bytes).toBeGreaterThan(11 * 1024 * 1024);
     const got = await store.get('large', 1);
     expect(got.manifest.weights.sha256).toBe(m.weights.sha256);
     store.blobs.destroy();
