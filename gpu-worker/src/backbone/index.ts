@@ -1,3 +1,10 @@
+export {
+  type BackboneBuild,
+  BUILD_FORMAT,
+  type BuildMeta,
+  type BuildOptions,
+  buildBackbone,
+} from './build.ts';
 export * from './checkpoint/index.ts';
 export * from './generate/index.ts';
 export {

@@ -84,7 +84,7 @@ export async function buildBackboneGraph(
   source: TensorSource,
   opts: Partial<BackboneGraphOptions> = {},
   deps: { writer?: ExternalDataWriter } = {},
-): Promise<{ graph: Graph; report: LayerReport[] }> {
+): Promise<{ graph: Graph; report: LayerReport[]; weightBytes: { linear: number; other: number } }> {
   const o = { ...BACKBONE_GRAPH_DEFAULTS, ...opts } satisfies BackboneGraphOptions;
   const g = new Graph({ name: `backbone-${cfg.architecture}`, opsets: { '': 21, 'com.microsoft': 1 } });
   const placer = new WeightPlacer(g, deps.writer);
@@ -194,5 +194,5 @@ export async function buildBackboneGraph(
     });
     g.output(logits, IO.logits);
   }
-  return { graph: g, report };
+  return { graph: g, report, weightBytes: placer.bytes };
 }
