@@ -17,4 +17,5 @@ export {
 } from './graph/emit.ts';
 export { ropeInverseFrequencies } from './graph/rope.ts';
 export * from './quant/index.ts';
+export * from './tokenizer/index.ts';
 export * from './types.ts';

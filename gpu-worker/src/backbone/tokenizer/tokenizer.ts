@@ -1,0 +1,235 @@
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { CheckpointError, type CheckpointProblem, fail } from '../checkpoint/errors.ts';
+import {
+  type ChatMessage,
+  type ChatTemplateOptions,
+  renderChat,
+  selectTemplate,
+  type TemplateSource,
+} from './chat-template.ts';
+import { readTokenizerFiles, type TokenizerFiles, tokenContent } from './files.ts';
+import { IncrementalDecoder } from './incremental.ts';
+
+export interface EncodeOptions {
+  /** Let the post-processor add BOS/EOS as the model expects (default true; false for rendered chats). */
+  addSpecialTokens?: boolean;
+}
+
+export interface DecodeOptions {
+  skipSpecialTokens?: boolean;
+  /** The library's " ." -> "." clean-up; default from tokenizer_config.json (true when absent). */
+  cleanUpTokenizationSpaces?: boolean;
+}
+
+/** A special token by name (from tokenizer_config.json) and its id (from tokenizer.json). */
+export interface NamedToken {
+  token: string;
+  id: number;
+}
+
+/**
+ * A model directory's tokenizer: tokenizer.json through @huggingface/tokenizers, special tokens and
+ * the chat template from tokenizer_config.json, extra stop ids from generation_config.json.
+ */
+export class BackboneTokenizer {
+  /** Highest token id + 1 (the model's vocab must be at least this). */
+  readonly vocabSize: number;
+  readonly bos?: NamedToken;
+  readonly eos?: NamedToken;
+  readonly pad?: NamedToken;
+  readonly unk?: NamedToken;
+  /** Every id that ends generation: eos_token plus generation_config.json's eos_token_id(s). */
+  readonly stopTokenIds: readonly number[];
+  /** Every special added token, content -> id. */
+  readonly specialTokens: ReadonlyMap<string, number>;
+  private readonly specialIds: ReadonlySet<number>;
+  private readonly templates = new Map<string, TemplateSource | undefined>();
+
+  constructor(
+    private readonly hf: HfTokenizer,
+    private readonly files: TokenizerFiles,
+  ) {
+    let maxId = -1;
+    for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+    const special = new Map<string, number>();
+    for (const t of files.tokenizer.added_tokens) if (t.special) special.set(t.content, t.id);
+    this.specialTokens = special;
+    this.specialIds = new Set(special.values());
+
+    const problems: CheckpointProblem[] = [];
+    const named = (field: 'bos_token' | 'eos_token' | 'pad_token' | 'unk_token'): NamedToken | undefined => {
+      const token = tokenContent(files.config[field]);
+      if (token === undefined) return undefined;
+      const id = hf.token_to_id(token);
+      if (id === undefined) {
+        problems.push({
+          file: files.paths.config,
+          field,
+          detail: `'${token}' is not in ${files.paths.tokenizer}`,
+        });
+        return undefined;
+      }
+      return { token, id };
+    };
+    const [bos, eos, pad, unk] = [
+      named('bos_token'),
+      named('eos_token'),
+      named('pad_token'),
+      named('unk_token'),
+    ];
+    const gen = files.generation;
+    const genEos =
+      gen?.eos_token_id == null
+        ? []
+        : Array.isArray(gen.eos_token_id)
+          ? gen.eos_token_id
+          : [gen.eos_token_id];
+    for (const [i, id] of genEos.entries()) {
+      if (id >= this.vocabSize) {
+        const field = Array.isArray(gen?.eos_token_id) ? `eos_token_id[${i}]` : 'eos_token_id';
+        problems.push({
+          file: files.paths.generation,
+          field,
+          detail: `${id} is not a token id (vocab size ${this.vocabSize})`,
+        });
+      }
+    }
+    if (problems.length) throw new CheckpointError(problems);
+    // Only eos falls back to generation_config.json: generation must know when to stop.
+    if (bos) this.bos = bos;
+    const eosToken = eos ?? this.byId(genEos[0]);
+    if (eosToken) this.eos = eosToken;
+    if (pad) this.pad = pad;
+    if (unk) this.unk = unk;
+    this.stopTokenIds = [...new Set([...(this.eos ? [this.eos.id] : []), ...genEos])];
+  }
+
+  get bosTokenId(): number | undefined {
+    return this.bos?.id;
+  }
+
+  get eosTokenId(): number | undefined {
+    return this.eos?.id;
+  }
+
+  get padTokenId(): number | undefined {
+    return this.pad?.id;
+  }
+
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    return this.hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  /** Ids the tokenizer does not know (a model's padded vocab rows) decode to nothing, as in HF tokenizers. */
+  decode(ids: readonly number[], options: DecodeOptions = {}): string {
+    const known: number[] = [];
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0) throw new RangeError(`decode: ${id} is not a token id`);
+      if (this.hf.id_to_token(id) !== undefined) known.push(id);
+    }
+    if (known.length === 0) return ''; // the library refuses an empty list
+    return this.hf.decode(known, {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      ...(options.cleanUpTokenizationSpaces !== undefined
+        ? { clean_up_tokenization_spaces: options.cleanUpTokenizationSpaces }
+        : {}),
+    });
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.hf.token_to_id(token);
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.hf.id_to_token(id);
+  }
+
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+
+  /** For streaming: text of generated ids, emitted only in whole characters (no clean-up of spaces). */
+  createDecoder(options: { skipSpecialTokens?: boolean } = {}): IncrementalDecoder {
+    const opts = { skipSpecialTokens: options.skipSpecialTokens ?? false, cleanUpTokenizationSpaces: false };
+    return new IncrementalDecoder((ids) => this.decode(ids, opts));
+  }
+
+  hasChatTemplate(name?: string): boolean {
+    return this.template(name, false) !== undefined;
+  }
+
+  /** The chat rendered to a prompt string by the model's own template. */
+  applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
+    const source = this.template(options.templateName, true)!;
+    return renderChat(source, messages, options, {
+      bos_token: this.bos?.token,
+      eos_token: this.eos?.token,
+      pad_token: this.pad?.token,
+      unk_token: this.unk?.token,
+    });
+  }
+
+  /** applyChatTemplate, then encode without adding special tokens again (the template has them). */
+  encodeChat(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): number[] {
+    return this.encode(this.applyChatTemplate(messages, options), { addSpecialTokens: false });
+  }
+
+  private byId(id: number | null | undefined): NamedToken | undefined {
+    if (id == null) return undefined;
+    const token = this.hf.id_to_token(id);
+    return token === undefined ? undefined : { token, id };
+  }
+
+  private template(name: string | undefined, required: boolean): TemplateSource | undefined {
+    const key = name ?? '';
+    if (!this.templates.has(key)) {
+      const { config, templateFile, paths } = this.files;
+      this.templates.set(key, selectTemplate(config.chat_template, templateFile, paths, name));
+    }
+    const source = this.templates.get(key);
+    if (!source && required) {
+      fail(
+        this.files.paths.config,
+        'chat_template',
+        `is missing (and there is no ${this.files.paths.templateFile})`,
+      );
+    }
+    return source;
+  }
+}
+
+/** Loads `<dir>/tokenizer.json` (+ tokenizer_config.json, generation_config.json, chat_template.jinja). */
+export async function loadTokenizer(dir: string): Promise<BackboneTokenizer> {
+  const files = await readTokenizerFiles(dir);
+  const { config, tokenizer } = files;
+  // The library reads token names as strings; tokenizer_config.json may hold AddedToken objects.
+  const libConfig: Record<string, unknown> = { ...config };
+  for (const key of ['bos_token', 'eos_token', 'pad_token', 'unk_token'] as const) {
+    const content = tokenContent(config[key]);
+    if (content === undefined) delete libConfig[key];
+    else libConfig[key] = content;
+  }
+  if (config.additional_special_tokens) {
+    libConfig.additional_special_tokens = config.additional_special_tokens.map((t) => tokenContent(t));
+  }
+  // tokenizer.json from older writers may leave out stages; the library wants each key present.
+  const libTokenizer = {
+    normalizer: null,
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: null,
+    ...tokenizer,
+  };
+  let hf: HfTokenizer;
+  try {
+    hf = new HfTokenizer(libTokenizer, libConfig);
+  } catch (e) {
+    fail(
+      files.paths.tokenizer,
+      `model (${tokenizer.model.type ?? 'no type'})`,
+      `cannot be loaded (${(e as Error).message})`,
+    );
+  }
+  return new BackboneTokenizer(hf, files);
+}
