@@ -12,6 +12,7 @@ import {
   unsqueeze,
   type Value,
 } from '../../graph/index.ts';
+import { fusedRotary } from './fused.ts';
 
 export interface CachedAttentionInputs {
   q: Value; // (B, T, H*dh) projected queries
@@ -19,13 +20,17 @@ export interface CachedAttentionInputs {
   v: Value; // (B, T, Hkv*dh)
   pastK: Value; // (B, Hkv, P, dh)
   pastV: Value; // (B, Hkv, P, dh)
-  cos: Value; // (B, T, dh/2)
-  sin: Value; // (B, T, dh/2)
+  rotary: Rotary;
   bias: Value; // (B, 1, 1, T, P+T) additive, from attentionBias
   /** Qwen3: RMSNorm over each head's dh before RoPE. */
   qNorm?: Value | undefined; // (dh)
   kNorm?: Value | undefined; // (dh)
 }
+
+/** RoPE as primitive ops over in-graph tables, or onnxruntime's fused kernel over caches. */
+export type Rotary =
+  | { kind: 'tables'; cos: Value; sin: Value } // (B, T, dh/2) each
+  | { kind: 'fused'; positions: Value; cos: Value; sin: Value }; // (B, T) int64; (max_pos, dh/2)
 
 export interface CachedAttentionShape {
   heads: number;
@@ -48,16 +53,25 @@ export function cachedAttention(
   s: CachedAttentionShape,
 ): { out: Value; presentK: Value; presentV: Value } {
   const group = s.heads / s.kvHeads;
+  const r = a.rotary;
   const qHeads = reshape(a.q, [0, 0, s.kvHeads, group, s.headDim], 'ReshapeQ'); // (B, T, Hkv, G, dh)
   const kHeads = reshape(a.k, [0, 0, s.kvHeads, s.headDim], 'ReshapeK'); // (B, T, Hkv, dh)
   const vHeads = reshape(a.v, [0, 0, s.kvHeads, s.headDim], 'ReshapeV'); // (B, T, Hkv, dh)
-  const qNormed = a.qNorm ? rmsNorm(qHeads, a.qNorm, { eps: s.eps, name: 'q_norm' }) : qHeads;
-  const kNormed = a.kNorm ? rmsNorm(kHeads, a.kNorm, { eps: s.eps, name: 'k_norm' }) : kHeads;
+  let qNormed = a.qNorm ? rmsNorm(qHeads, a.qNorm, { eps: s.eps, name: 'q_norm' }) : qHeads;
+  let kNormed = a.kNorm ? rmsNorm(kHeads, a.kNorm, { eps: s.eps, name: 'k_norm' }) : kHeads;
+  if (r.kind === 'fused') {
+    // The kernel rotates (B, T, heads*dh) rows: fold the heads, rotate, unfold.
+    const rot = (t: Value, heads: number, name: string, shape: number[]) =>
+      reshape(fusedRotary(reshape(t, [0, 0, heads * s.headDim]), r.positions, r, heads, name), shape);
+    qNormed = rot(qNormed, s.heads, 'q_rotary', [0, 0, s.kvHeads, group, s.headDim]);
+    kNormed = rot(kNormed, s.kvHeads, 'k_rotary', [0, 0, s.kvHeads, s.headDim]);
+  }
   const q = transpose(qNormed, [0, 2, 3, 1, 4], 'TransposeQ'); // (B, Hkv, G, T, dh)
   const k = transpose(kNormed, [0, 2, 1, 3], 'TransposeK'); // (B, Hkv, T, dh)
   const v = transpose(vHeads, [0, 2, 1, 3], 'TransposeV'); // (B, Hkv, T, dh)
-  const qRot = scale(applyRotary(q, a.cos, a.sin, { name: 'q_rotary' }), 1 / Math.sqrt(s.headDim), 'ScaleQ');
-  const kRot = applyRotary(k, a.cos, a.sin, { name: 'k_rotary' });
+  const qRope = r.kind === 'tables' ? applyRotary(q, r.cos, r.sin, { name: 'q_rotary' }) : q;
+  const kRot = r.kind === 'tables' ? applyRotary(k, r.cos, r.sin, { name: 'k_rotary' }) : k;
+  const qRot = scale(qRope, 1 / Math.sqrt(s.headDim), 'ScaleQ');
   const presentK = concat([a.pastK, kRot], 2, 'PresentK'); // (B, Hkv, P+T, dh)
   const presentV = concat([a.pastV, v], 2, 'PresentV'); // (B, Hkv, P+T, dh)
   const keys = unsqueeze(presentK, [2]); // (B, Hkv, 1, P+T, dh)

@@ -6,7 +6,6 @@ import {
   gather,
   matmul,
   mul,
-  rmsNorm,
   rotaryTables,
   shapeOf,
   silu,
@@ -16,7 +15,8 @@ import {
 import { addQuantizedWeights, quantizedLinear } from '../quant/graph.ts';
 import { quantizeLinear } from '../quant/quantize.ts';
 import { type BackboneConfig, HF_NAMES, type TensorSource } from '../types.ts';
-import { cachedAttention } from './attention.ts';
+import { cachedAttention, type Rotary } from './attention.ts';
+import { norms, rotaryCaches } from './fused.ts';
 import { ropeInverseFrequencies } from './rope.ts';
 import { transposeWeight, WeightPlacer } from './weights.ts';
 
@@ -29,6 +29,8 @@ export interface BackboneGraphOptions {
   linear: LinearKernel;
   /** Which residual-stream taps b_0..b_L to output: every one, or these indices. */
   taps: 'all' | number[];
+  /** onnxruntime's fused kernels (RMSNorm, residual add + RMSNorm, RoPE) instead of primitive ops. */
+  fused: boolean;
   /**
    * Logits for generation: of every position, of the last one only (what decoding samples from,
    * without writing (T, V) at prefill), or none (the side network computes its own).
@@ -39,6 +41,7 @@ export interface BackboneGraphOptions {
 export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
   linear: { kind: 'quantized', bits: 4, blockSize: 32, accuracyLevel: 4 },
   taps: 'all',
+  fused: true,
   logits: 'last',
 };
 
@@ -129,20 +132,35 @@ export async function buildBackboneGraph(
     await source.read(HF_NAMES.embed),
     'other',
   );
-  let x = g.scope('embed', () => gather(embed, ids)); // (B, T, d)
+  let x = g.scope('embed', () => gather(embed, ids)); // (B, T, d) = b_0
   if (tapSet.has(0)) g.output(x, IO.tap(0));
-  const { cos, sin } = rotaryTables(positions, headDim, cfg.ropeTheta, {
-    invFreq: ropeInverseFrequencies(cfg),
-  });
+  const invFreq = ropeInverseFrequencies(cfg);
+  let rotary: Rotary;
+  if (o.fused) {
+    const caches = rotaryCaches(invFreq, cfg.maxPositions);
+    const half = headDim / 2;
+    rotary = {
+      kind: 'fused',
+      positions,
+      cos: placer.place('rotary.cos_cache', 'float32', [cfg.maxPositions, half], caches.cos, 'other'),
+      sin: placer.place('rotary.sin_cache', 'float32', [cfg.maxPositions, half], caches.sin, 'other'),
+    };
+  } else {
+    rotary = { kind: 'tables', ...rotaryTables(positions, headDim, cfg.ropeTheta, { invFreq }) };
+  }
   const bias = attentionBias(x, mask); // (B, 1, 1, T, P+T)
+  const nrm = norms(o.fused, cfg.rmsNormEps);
 
+  //   h = norm(b_0);  per layer: attn(h) ─ (x1, h2) = addNorm(b, attn) ─ mlp(h2) ─ (b', h) = addNorm(x1, mlp)
+  // where the second addNorm already applies the next layer's input norm (the final norm after the
+  // last layer), so each residual add and the norm after it are one fused kernel.
+  const firstNorm = await vector(HF_NAMES.layer(0).inputNorm, 'layers.0.input_layernorm');
+  let h = g.scope('layers.0', () => nrm.norm(x, firstNorm, 'input_layernorm')); // (B, T, d)
   for (let i = 0; i < cfg.layers; i++) {
     const n = HF_NAMES.layer(i);
     const path = `layers.${i}`;
     const pastK = g.input(IO.pastKey(i), 'float32', ['batch', kvHeads, 'past', headDim]);
     const pastV = g.input(IO.pastValue(i), 'float32', ['batch', kvHeads, 'past', headDim]);
-    const inputNorm = await vector(n.inputNorm, `${path}.input_layernorm`);
-    const h = g.scope(path, () => rmsNorm(x, inputNorm, { eps: cfg.rmsNormEps, name: 'input_layernorm' }));
     const attnPath = `${path}/attn`;
     let q = await lin(h, n.q, heads * headDim, d, `${attnPath}/q_proj`);
     let k = await lin(h, n.k, kvHeads * headDim, d, `${attnPath}/k_proj`);
@@ -159,28 +177,32 @@ export async function buildBackboneGraph(
     const kNorm = cfg.qkNorm ? await vector(n.kNorm, `${path}.k_norm`) : undefined;
     const attn = g.scope(attnPath, () =>
       cachedAttention(
-        { q, k, v, pastK, pastV, cos, sin, bias, qNorm, kNorm },
+        { q, k, v, pastK, pastV, rotary, bias, qNorm, kNorm },
         { heads, kvHeads, headDim, eps: cfg.rmsNormEps },
       ),
     );
     g.output(attn.presentK, IO.presentKey(i));
     g.output(attn.presentV, IO.presentValue(i));
     const o1 = await lin(attn.out, n.o, d, heads * headDim, `${attnPath}/o_proj`);
-    const x1 = g.scope(path, () => add(x, o1, 'residual_attn'));
     const postNorm = await vector(n.postAttnNorm, `${path}.post_attention_layernorm`);
-    const h2 = g.scope(path, () =>
-      rmsNorm(x1, postNorm, { eps: cfg.rmsNormEps, name: 'post_attention_layernorm' }),
-    );
-    const gate = await lin(h2, n.gate, ff, d, `${path}/mlp/gate_proj`);
-    const up = await lin(h2, n.up, ff, d, `${path}/mlp/up_proj`);
+    const mid = g.scope(path, () => nrm.addNorm(x, o1, postNorm, 'post_attention_layernorm'));
+    const gate = await lin(mid.normed, n.gate, ff, d, `${path}/mlp/gate_proj`);
+    const up = await lin(mid.normed, n.up, ff, d, `${path}/mlp/up_proj`);
     const act = g.scope(`${path}/mlp`, () => mul(silu(gate), up)); // (B, T, d_ff)
     const down = await lin(act, n.down, d, ff, `${path}/mlp/down_proj`);
-    x = g.scope(path, () => add(x1, down, 'residual_mlp')); // (B, T, d)
+    const last = i === cfg.layers - 1;
+    const nextNorm = last
+      ? await vector(HF_NAMES.finalNorm, 'norm')
+      : await vector(HF_NAMES.layer(i + 1).inputNorm, `layers.${i + 1}.input_layernorm`);
+    const out = g.scope(path, () =>
+      nrm.addNorm(mid.sum, down, nextNorm, last ? 'final_norm' : 'next_input_layernorm'),
+    );
+    x = out.sum; // (B, T, d) = b_{i+1}
+    h = out.normed; // the next layer's normed input; after the last layer, Norm(b_L)
     if (tapSet.has(i + 1)) g.output(x, IO.tap(i + 1));
   }
 
-  const finalNorm = await vector(HF_NAMES.finalNorm, 'norm');
-  const hidden = rmsNorm(x, finalNorm, { eps: cfg.rmsNormEps, name: 'final_norm' }); // (B, T, d)
+  const hidden = h; // (B, T, d)
   g.output(hidden, IO.finalHidden);
   if (o.logits !== 'none') {
     // The LM head stays in full precision, (V, d) as HF stores it (tied: the embedding itself),
