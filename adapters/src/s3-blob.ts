@@ -72,14 +72,11 @@ export class S3BlobStore implements BlobStore {
         this.retries++;
       });
     } catch (e) {
-      if (e instanceof RetriesExhausted) {
-        const status = (e.last as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
-        // A definite client-side answer (4xx) is passed through for the caller to interpret.
-        if (status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429)
-          throw e.last;
-        throw new StoreUnavailableError(e.message, { cause: e.last });
-      }
-      throw e;
+      if (!(e instanceof RetriesExhausted)) throw e;
+      // Not-found and precondition answers are for the caller to interpret; anything else
+      // (access denied, a bad bucket, retries run out) means the store cannot serve us.
+      if (isNotFound(e.last) || isPreconditionFailed(e.last)) throw e.last;
+      throw new StoreUnavailableError(e.message, { cause: e.last });
     }
   }
 

@@ -8,9 +8,10 @@ import {
 } from '../../adapters/index.ts';
 import { adapterInput, BACKBONE, type SideNetShape } from '../helpers/adapter-fixtures.ts';
 import { adapterStoreContract } from '../helpers/adapter-store-contract.ts';
+import { ConditionalWriteProxy } from '../helpers/conditional-proxy.ts';
 import { type LocalS3, startLocalS3 } from '../helpers/s3-server.ts';
 
-adapterStoreContract('S3 (fauxqs on 127.0.0.1)', async () => {
+adapterStoreContract('S3, read-back create-only (fauxqs on 127.0.0.1)', async () => {
   const s3 = await startLocalS3();
   const blobs = new S3BlobStore({ ...s3.storeOptions(), prefix: 'contract/' });
   return {
@@ -25,6 +26,24 @@ adapterStoreContract('S3 (fauxqs on 127.0.0.1)', async () => {
       }),
     close: async () => {
       blobs.destroy();
+      await s3.stop();
+    },
+  };
+});
+
+// The same contract where the server enforces If-None-Match: * (as AWS S3, R2 and MinIO do).
+adapterStoreContract('S3, If-None-Match create-only (fauxqs behind an enforcing proxy)', async () => {
+  const s3 = await startLocalS3();
+  const shim = await new ConditionalWriteProxy(s3.port).listen();
+  const options = { ...s3.storeOptions(), endpoint: shim.endpoint, prefix: 'contract-inm/' };
+  const blobs = new S3BlobStore(options);
+  expect(await blobs.conditionalWritesHonoured()).toBe(true);
+  return {
+    blobs,
+    open: (tenant, opts) => new S3AdapterStore({ ...options, client: blobs.client, tenant, ...opts }),
+    close: async () => {
+      blobs.destroy();
+      await shim.close();
       await s3.stop();
     },
   };
@@ -71,6 +90,39 @@ describe('S3AdapterStore specifics', () => {
     const rest = await new S3BlobStore({ ...s3.storeOptions() }).list('', { limit: 100 });
     expect(rest.keys.filter((k) => k.includes('probe'))).toEqual([]);
     blobs.destroy();
+  });
+
+  it('uses If-None-Match where the server honours it, for single and multipart writes', async () => {
+    const shim = await new ConditionalWriteProxy(s3.port).listen();
+    const blobs = new S3BlobStore({
+      ...s3.storeOptions(),
+      endpoint: shim.endpoint,
+      prefix: 'inm/',
+      multipartThresholdBytes: 6 * 1024 * 1024,
+      partSizeBytes: 5 * 1024 * 1024,
+    });
+    try {
+      expect(await blobs.conditionalWritesHonoured()).toBe(true);
+      const refusedByProbe = shim.refused;
+      const small = new TextEncoder().encode('one');
+      await blobs.put('k/small', small, { createOnly: true });
+      await blobs.put('k/small', small, { createOnly: true }); // 412, then found identical: ours
+      await expect(blobs.put('k/small', new Uint8Array(3), { createOnly: true })).rejects.toMatchObject({
+        code: 'already_exists',
+      });
+      const big = new Uint8Array(12 * 1024 * 1024).map((_, i) => i % 253);
+      await blobs.put('k/big', big, { createOnly: true });
+      const other = big.slice();
+      other[0] = 255;
+      await expect(blobs.put('k/big', other, { createOnly: true })).rejects.toMatchObject({
+        code: 'already_exists',
+      });
+      expect(shim.refused - refusedByProbe).toBe(3);
+      expect((await blobs.get('k/big'))![0]).toBe(0);
+    } finally {
+      blobs.destroy();
+      await shim.close();
+    }
   });
 
   it('keeps two prefixes in one bucket apart', async () => {
