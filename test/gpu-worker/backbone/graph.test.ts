@@ -105,3 +105,49 @@ describe('the 4-bit backbone', () => {
     },
   );
 });
+
+describe('8-bit embedding and LM head', () => {
+  it.each(['llama (GQA, llama3 rope scaling)', 'qwen2 (qkv bias, tied embeddings)'])(
+    '%s: logits close to full precision',
+    async (variant) => {
+      const cfg = VARIANTS[variant]!;
+      const weights = randomWeights(cfg, 8);
+      const ids = [3, 17, 42, 5, 60, 0, 9];
+      const T = ids.length;
+      const run = async (embeddings: 'fp32' | 'int8') => {
+        const { graph, report } = await buildBackboneGraph(cfg, memorySource(weights), {
+          linear: { kind: 'fp32' },
+          logits: 'all',
+          embeddings,
+        });
+        const session = await createSession(toModelBytes(graph));
+        const out = await session.run({
+          [IO.inputIds]: i64(ids, [1, T]),
+          [IO.attentionMask]: i64(new Array(T).fill(1), [1, T]),
+          [IO.positionIds]: i64(
+            ids.map((_, t) => t),
+            [1, T],
+          ),
+          ...emptyPast(cfg, 1),
+        });
+        await session.dispose();
+        return {
+          logits: out[IO.logits]!.data as Float32Array,
+          report,
+          ops: graph.nodes.map((n) => n.op.type),
+        };
+      };
+      const full = await run('fp32');
+      const int8 = await run('int8');
+      expect(int8.ops).toContain('GatherBlockQuantized');
+      expect(int8.ops).toContain('MatMulNBits');
+      // One table for a tied pair, two otherwise; 8-bit blockwise error is well under 1%.
+      expect(int8.report.length).toBe(cfg.tieWordEmbeddings ? 1 : 2);
+      for (const r of int8.report) expect(r.relError).toBeLessThan(0.01);
+      const scale = Math.max(...Array.from(full.logits, Math.abs));
+      const err = Math.max(...Array.from(int8.logits, (v, i) => Math.abs(v - full.logits[i]!))) / scale;
+      expect(err).toBeLessThan(0.03);
+      expect(err).toBeGreaterThan(0);
+    },
+  );
+});

@@ -12,7 +12,7 @@ import {
   sub,
   type Value,
 } from '../../graph/index.ts';
-import { addQuantizedWeights, quantizedLinear } from '../quant/graph.ts';
+import { addQuantizedWeights, quantizedEmbedding, quantizedLinear } from '../quant/graph.ts';
 import { quantizeLinear } from '../quant/quantize.ts';
 import { type BackboneConfig, HF_NAMES, type TensorSource } from '../types.ts';
 import { cachedAttention, type Rotary } from './attention.ts';
@@ -29,6 +29,11 @@ export interface BackboneGraphOptions {
   linear: LinearKernel;
   /** Which residual-stream taps b_0..b_L to output: every one, or these indices. */
   taps: 'all' | number[];
+  /**
+   * The token embedding and LM head: full precision, or 8-bit blockwise (MatMulNBits for the
+   * head, GatherBlockQuantized for the lookup; a tied pair shares one table).
+   */
+  embeddings: 'fp32' | 'int8';
   /** onnxruntime's fused kernels (RMSNorm, residual add + RMSNorm, RoPE) instead of primitive ops. */
   fused: boolean;
   /**
@@ -41,6 +46,7 @@ export interface BackboneGraphOptions {
 export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
   linear: { kind: 'quantized', bits: 4, blockSize: 32, accuracyLevel: 4 },
   taps: 'all',
+  embeddings: 'fp32',
   fused: true,
   logits: 'last',
 };
@@ -125,14 +131,22 @@ export async function buildBackboneGraph(
   const ids = g.input(IO.inputIds, 'int64', ['batch', 'seq']);
   const mask = g.input(IO.attentionMask, 'int64', ['batch', 'past+seq']);
   const positions = g.input(IO.positionIds, 'int64', ['batch', 'seq']);
-  const embed = placer.place(
-    'embed_tokens',
-    'float32',
-    [cfg.vocabSize, d],
-    await source.read(HF_NAMES.embed),
-    'other',
-  );
-  let x = g.scope('embed', () => gather(embed, ids)); // (B, T, d) = b_0
+  // The embedding table (V, d) in HF layout; 8-bit tables double as a MatMulNBits LM head.
+  const table = await source.read(HF_NAMES.embed);
+  const embedQ =
+    o.embeddings === 'int8' ? quantizeLinear(table, cfg.vocabSize, d, { bits: 8, blockSize: 32 }) : undefined;
+  const embedQW = embedQ
+    ? addQuantizedWeights(g, 'embed_tokens', embedQ, (init, dtype, dims, data) =>
+        placer.place(init, dtype, dims, data, 'other'),
+      )
+    : undefined;
+  const embed = embedQW
+    ? undefined
+    : placer.place('embed_tokens', 'float32', [cfg.vocabSize, d], table, 'other');
+  if (embedQ) report.push({ name: HF_NAMES.embed, relError: embedQ.relError });
+  let x = g.scope('embed', () =>
+    embedQ && embedQW ? quantizedEmbedding(ids, embedQ, embedQW) : gather(embed!, ids),
+  ); // (B, T, d) = b_0
   if (tapSet.has(0)) g.output(x, IO.tap(0));
   const invFreq = ropeInverseFrequencies(cfg);
   let rotary: Rotary;
@@ -205,14 +219,30 @@ export async function buildBackboneGraph(
   const hidden = h; // (B, T, d)
   g.output(hidden, IO.finalHidden);
   if (o.logits !== 'none') {
-    // The LM head stays in full precision, (V, d) as HF stores it (tied: the embedding itself),
-    // multiplied transposed in the GEMM rather than copied.
-    const head = cfg.tieWordEmbeddings
-      ? embed
-      : placer.place('lm_head', 'float32', [cfg.vocabSize, d], await source.read(HF_NAMES.lmHead), 'other');
+    // The LM head, (V, d) as HF stores it (tied: the embedding table itself), multiplied
+    // transposed inside the GEMM rather than copied; or the 8-bit table through MatMulNBits.
+    let headQ = embedQ && cfg.tieWordEmbeddings ? { q: embedQ, w: embedQW! } : undefined;
+    let headF: Value | undefined = cfg.tieWordEmbeddings ? embed : undefined;
+    if (!cfg.tieWordEmbeddings) {
+      const w = await source.read(HF_NAMES.lmHead);
+      if (o.embeddings === 'int8') {
+        const q = quantizeLinear(w, cfg.vocabSize, d, { bits: 8, blockSize: 32 });
+        report.push({ name: HF_NAMES.lmHead, relError: q.relError });
+        headQ = {
+          q,
+          w: addQuantizedWeights(g, 'lm_head', q, (init, dtype, dims, data) =>
+            placer.place(init, dtype, dims, data, 'other'),
+          ),
+        };
+      } else {
+        headF = placer.place('lm_head', 'float32', [cfg.vocabSize, d], w, 'other');
+      }
+    }
     const logits = g.scope('lm_head', () => {
       const rows = o.logits === 'all' ? hidden : lastPosition(hidden); // (B, T|1, d)
-      return matmul(rows, head, { transB: true }); // (B, T|1, V)
+      return headQ
+        ? quantizedLinear(rows, headQ.q, headQ.w, { accuracyLevel: 4, name: 'MatMulNBits' })
+        : matmul(rows, headF!, { transB: true }); // (B, T|1, V)
     });
     g.output(logits, IO.logits);
   }
