@@ -1,3 +1,4 @@
+export { Backbone, type Completion, type OpenBackboneOptions } from './backbone.ts';
 export {
   type BackboneBuild,
   BUILD_FORMAT,
