@@ -132,7 +132,10 @@ export function saveModel(
   opts: Partial<SerializeOptions> & { dataWriter?: ExternalDataWriter } = {},
 ): void {
   const o = { ...DEFAULTS, ...opts } satisfies SerializeOptions;
-  if (o.dataWriter) return saveWithWriter(graph, path, o.externalThreshold, o.dataWriter);
+  if (o.dataWriter) {
+    saveWithWriter(graph, path, o.externalThreshold, o.dataWriter);
+    return;
+  }
   const held = graph.initializers.find((i) => i.external);
   if (held)
     throw new Error(`saveModel: '${held.value.name}' is in external data: pass the ExternalDataWriter`);
