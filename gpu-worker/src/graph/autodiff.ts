@@ -23,6 +23,31 @@ export function stopGradient(x: Value): Value {
   return x.graph.op(STOP_GRADIENT, [x], {}, { name: 'StopGradient' });
 }
 
+/**
+ * y with a hand-written gradient: autodiff does not look into how y was computed; `rule(gy)`
+ * gives the gradients of `deps` instead. For computations cheaper to redo in the backward than
+ * to keep (a chunked loss recomputes each chunk's logits rather than storing all of them).
+ */
+export function customGrad(
+  y: Value,
+  deps: readonly Value[],
+  rule: (gy: Value) => (Value | undefined)[],
+): Value {
+  const op: OpDef = {
+    type: 'Identity',
+    onnxInputs: 1,
+    infer: ([v]) => [{ dtype: v!.dtype, shape: v!.shape }],
+    vjp: ({ grads }) => {
+      const out = rule(grads[0]!);
+      if (out.length !== deps.length) {
+        throw new GraphError(`customGrad: the rule gave ${out.length} gradients for ${deps.length} inputs`);
+      }
+      return [undefined, ...out];
+    },
+  };
+  return y.graph.op(op, [stopGradient(y), ...deps], {}, { name: 'CustomGrad' });
+}
+
 export function zerosLike(x: Value): Value {
   return expandAs(x.graph.scalar(0, x.dtype), x);
 }

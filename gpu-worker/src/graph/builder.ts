@@ -5,7 +5,8 @@ import type { AttrValue, DType } from './proto.ts';
 export type { Dim, Shape } from './dims.ts';
 export type { DType } from './proto.ts';
 
-export type Attrs = Record<string, AttrValue>;
+/** Node attributes: ONNX values, or a builder graph for ops with a body (Scan, Loop). */
+export type Attrs = Record<string, AttrValue | { subgraph: Graph }>;
 
 /** What one primitive op is: how it infers its outputs, and its vector-Jacobian product. */
 export interface OpDef {
@@ -20,6 +21,11 @@ export interface OpDef {
    * back to the input's shape. Ops without a vjp stop gradients.
    */
   vjp?(ctx: VjpContext): (Value | undefined)[];
+  /**
+   * How many of the inputs go to ONNX; the rest exist for autodiff only (values a custom
+   * gradient rule needs). Default: all.
+   */
+  onnxInputs?: number;
 }
 
 export interface VjpContext {
@@ -211,6 +217,19 @@ export class Graph {
     this.outputs.push(out);
     this.byName.set(name, out);
     return out;
+  }
+
+  /**
+   * For a body graph (Scan, Loop): a value of the enclosing graph, referred to by its name as
+   * ONNX allows (an implicit input), usable here like any other value.
+   */
+  outer(v: Value): Value {
+    const found = this.byName.get(v.name);
+    if (found) return found;
+    const inner = new Value(this, v.name, v.dtype, v.shape, undefined);
+    this.byName.set(v.name, inner);
+    this.names.add(v.name);
+    return inner;
   }
 
   /** A value by name, or an error listing what exists. */

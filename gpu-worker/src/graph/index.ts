@@ -1,4 +1,4 @@
-export { grad, STOP_GRADIENT, stopGradient, zerosLike } from './autodiff.ts';
+export { customGrad, grad, STOP_GRADIENT, stopGradient, zerosLike } from './autodiff.ts';
 export {
   type Attrs,
   type DType,

@@ -3,6 +3,7 @@ import {
   type AttributeProto,
   AttributeProto_AttributeType,
   AttributeProtoSchema,
+  type GraphProto,
   GraphProtoSchema,
   ModelProtoSchema,
   type NodeProto,
@@ -42,6 +43,7 @@ export type AttrValue =
   | string[]
   | { float: number }
   | { floats: number[] }
+  | { graph: GraphProto }
   | TensorProto;
 
 export function valueInfo(name: string, dtype: DType, shape: readonly Dim[]): ValueInfoProto {
@@ -92,6 +94,7 @@ function attribute(name: string, value: AttrValue): AttributeProto {
   }
   if ('float' in value) return create(AttributeProtoSchema, { name, type: T.FLOAT, f: value.float });
   if ('floats' in value) return create(AttributeProtoSchema, { name, type: T.FLOATS, floats: value.floats });
+  if ('graph' in value) return create(AttributeProtoSchema, { name, type: T.GRAPH, g: value.graph });
   return create(AttributeProtoSchema, { name, type: T.TENSOR, t: value });
 }
 
@@ -141,6 +144,17 @@ export interface ModelParts {
 
 export const DEFAULT_OPSETS: Record<string, number> = { '': 23, 'com.microsoft': 1 };
 
+/** A graph as a GraphProto: a model's main graph, or a subgraph attribute (Loop, Scan, If). */
+export function graphProto(parts: Omit<ModelParts, 'opsets'>): GraphProto {
+  return create(GraphProtoSchema, {
+    name: parts.name,
+    node: parts.nodes,
+    input: parts.inputs,
+    output: parts.outputs,
+    initializer: parts.initializers ?? [],
+  });
+}
+
 export function encodeModel(parts: ModelParts): Uint8Array {
   const opsets = parts.opsets ?? DEFAULT_OPSETS;
   const model = create(ModelProtoSchema, {
@@ -149,13 +163,7 @@ export function encodeModel(parts: ModelParts): Uint8Array {
     opsetImport: Object.entries(opsets).map(([domain, version]) =>
       create(OperatorSetIdProtoSchema, { domain, version: BigInt(version) }),
     ),
-    graph: create(GraphProtoSchema, {
-      name: parts.name,
-      node: parts.nodes,
-      input: parts.inputs,
-      output: parts.outputs,
-      initializer: parts.initializers ?? [],
-    }),
+    graph: graphProto(parts),
   });
   return toBinary(ModelProtoSchema, model);
 }

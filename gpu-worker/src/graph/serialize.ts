@@ -4,7 +4,7 @@ import { create } from '@bufbuild/protobuf';
 import { StringStringEntryProtoSchema, type TensorProto, TensorProto_DataLocation } from 'onnx-buf';
 import type { Attrs, ExternalRef, Graph, Initializer, TypedData, Value } from './builder.ts';
 import { shapeStr } from './dims.ts';
-import { type AttrValue, encodeModel, node, tensorProto, valueInfo } from './proto.ts';
+import { type AttrValue, encodeModel, graphProto, node, tensorProto, valueInfo } from './proto.ts';
 
 export interface SerializeOptions {
   /** Initializers at least this many bytes go to the external data file (when saving to a path). */
@@ -13,8 +13,20 @@ export interface SerializeOptions {
 
 const DEFAULTS: SerializeOptions = { externalThreshold: 1024 * 1024 };
 
-function onnxAttrs(attrs: Attrs): Attrs {
-  return Object.fromEntries(Object.entries(attrs).filter(([k, v]) => !k.startsWith('__') && v !== undefined));
+function onnxAttrs(attrs: Attrs): Record<string, AttrValue> {
+  return Object.fromEntries(
+    Object.entries(attrs)
+      .filter(([k, v]) => !k.startsWith('__') && v !== undefined)
+      .map(([k, v]) => [
+        k,
+        typeof v === 'object' && 'subgraph' in v ? { graph: subgraphProto(v.subgraph) } : v,
+      ]),
+  );
+}
+
+/** A body graph: its own nodes and initializers; values of the enclosing graph by name. */
+function subgraphProto(graph: Graph) {
+  return graphProto(modelParts(graph, graph.initializers.map(inline)));
 }
 
 function modelParts(graph: Graph, initializers: TensorProto[]) {
@@ -24,7 +36,7 @@ function modelParts(graph: Graph, initializers: TensorProto[]) {
     nodes: graph.nodes.map((n) =>
       node(
         n.op.type,
-        n.inputs.map((v) => v.name),
+        n.inputs.slice(0, n.op.onnxInputs ?? n.inputs.length).map((v) => v.name),
         n.outputs.map((v) => v.name),
         onnxAttrs(n.attrs),
         { name: n.name, domain: n.op.domain ?? '' },
@@ -223,6 +235,7 @@ function attrStr(v: AttrValue): string {
     return `[${v.map((x) => (typeof x === 'string' ? JSON.stringify(x) : x)).join(', ')}]`;
   if ('float' in v) return String(v.float);
   if ('floats' in v) return `[${v.floats.join(', ')}]`;
+  if ('graph' in v) return `<graph ${v.graph.name}: ${v.graph.node.length} nodes>`;
   return `<tensor [${v.dims.join(', ')}]>`;
 }
 
