@@ -6,6 +6,24 @@ export {
   TensorInfo,
   TrainingSummary,
 } from './src/adapter-manifest.ts';
+export {
+  ChatLine,
+  ChatRole,
+  ChatTurn,
+  ClassificationLine,
+  CompletionLine,
+  DATASET_LIMITS,
+  DATASET_LINE_SCHEMAS,
+  DatasetFormat,
+  type DatasetLineError,
+  type DatasetRecord,
+  type DatasetValidation,
+  type DatasetValidationOptions,
+  DatasetValidator,
+  detectDatasetFormat,
+  formatDatasetError,
+  validateDataset,
+} from './src/dataset.ts';
 export { ApiError, apiError, describeIssues } from './src/errors.ts';
 export { HealthStatus } from './src/health.ts';
 export { SafeId, SafeName, Sha256Hex } from './src/ids.ts';
