@@ -18,8 +18,9 @@ export interface CachedAttentionInputs {
   q: Value; // (B, T, H*dh) projected queries
   k: Value; // (B, T, Hkv*dh)
   v: Value; // (B, T, Hkv*dh)
-  pastK: Value; // (B, Hkv, P, dh)
-  pastV: Value; // (B, Hkv, P, dh)
+  /** The cache so far; absent when there is none (training over whole sequences). */
+  pastK?: Value | undefined; // (B, Hkv, P, dh)
+  pastV?: Value | undefined; // (B, Hkv, P, dh)
   rotary: Rotary;
   bias: Value; // (B, 1, 1, T, P+T) additive, from attentionBias
   /** Qwen3: RMSNorm over each head's dh before RoPE. */
@@ -72,8 +73,8 @@ export function cachedAttention(
   const qRope = r.kind === 'tables' ? applyRotary(q, r.cos, r.sin, { name: 'q_rotary' }) : q;
   const kRot = r.kind === 'tables' ? applyRotary(k, r.cos, r.sin, { name: 'k_rotary' }) : k;
   const qRot = scale(qRope, 1 / Math.sqrt(s.headDim), 'ScaleQ');
-  const presentK = concat([a.pastK, kRot], 2, 'PresentK'); // (B, Hkv, P+T, dh)
-  const presentV = concat([a.pastV, v], 2, 'PresentV'); // (B, Hkv, P+T, dh)
+  const presentK = a.pastK ? concat([a.pastK, kRot], 2, 'PresentK') : kRot; // (B, Hkv, P+T, dh)
+  const presentV = a.pastV ? concat([a.pastV, v], 2, 'PresentV') : v; // (B, Hkv, P+T, dh)
   const keys = unsqueeze(presentK, [2]); // (B, Hkv, 1, P+T, dh)
   const values = unsqueeze(presentV, [2]); // (B, Hkv, 1, P+T, dh)
   const scores = matmul(qRot, keys, { transB: true, name: 'Scores' }); // (B, Hkv, G, T, P+T)

@@ -71,7 +71,7 @@ export interface LayerReport {
 }
 
 /** x[:, T-1:T] for a run-time T: Gather along the sequence axis with a one-element index. */
-function lastPosition(x: Value): Value {
+export function lastPosition(x: Value): Value {
   const g = x.graph;
   const last = sub(shapeOf(x, 1, 2), g.vector([1])); // (1) int64: T - 1
   return gather(x, last, 1, 'LastPosition'); // (B, 1, d)
