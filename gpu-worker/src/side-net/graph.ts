@@ -1,0 +1,113 @@
+import { cachedAttention } from '../backbone/graph/attention.ts';
+import {
+  add,
+  attentionBias,
+  dropout,
+  type Graph,
+  linear,
+  mul,
+  rmsNorm,
+  rotaryTables,
+  sigmoid,
+  silu,
+  sub,
+  type Value,
+} from '../graph/index.ts';
+import type { SideNetShape } from './config.ts';
+
+/** What the side network reads from one backbone pass, plus its own cache when decoding. */
+export interface SideInputs {
+  /** Backbone taps b_t (B, T, d) for every t in shape.taps. */
+  taps: ReadonlyMap<number, Value>;
+  /** Norm(b_L) (B, T, d): the backbone's final normed state. */
+  finalHidden: Value;
+  /** (B, P+T) int64, 1 = token: covers the cached positions too when decoding. */
+  mask: Value;
+  positions: Value; // (B, T) int64
+  past?: { keys: Value[]; values: Value[] } | undefined; // per side layer (B, H_s, P, dh_s)
+  /** Training only: the dropout seed (int64 scalar); no dropout without it. */
+  dropoutSeed?: Value | undefined;
+}
+
+export interface SideOutputs {
+  out: Value; // (B, T, d) = Norm(b_L) + Up(SideNorm(s_l)), fed to the frozen LM head
+  present: { keys: Value[]; values: Value[] };
+}
+
+/**
+ * The side network of DESIGN.md section 2 (LST, https://arxiv.org/abs/2206.06522; xLadder):
+ *
+ *   s_0 = Down_0(b_0)
+ *   side layer j:  ladder-fed from tap t:  g = sigmoid(z_j);  h = g s_{j-1} + (1 - g) Down_t(b_t)
+ *                  free (xLadder):         h = s_{j-1}
+ *                  s_j = SideBlock_j(h)     (RMSNorm ─ causal attention ─ + ; RMSNorm ─ SwiGLU ─ +)
+ *   out = Norm(b_L) + Up(SideNorm(s_l))     Up zero-initialised: step 0 is the backbone
+ *
+ * The backward of a training step never enters the backbone: the taps are inputs.
+ */
+export function sideForward(
+  g: Graph,
+  s: SideNetShape,
+  params: Record<string, Value>,
+  inp: SideInputs,
+): SideOutputs {
+  const p = (name: string) => {
+    const v = params[name];
+    if (!v) throw new Error(`side net: no parameter '${name}'`);
+    return v;
+  };
+  const tap = (t: number) => {
+    const v = inp.taps.get(t);
+    if (!v) throw new Error(`side net: tap ${t} is not an input`);
+    return v;
+  };
+  const drop = (x: Value, name: string) =>
+    inp.dropoutSeed && s.config.dropout > 0 ? dropout(x, s.config.dropout, inp.dropoutSeed, { name }) : x;
+
+  return g.scope('side', () => {
+    const b0 = tap(0);
+    let x = linear(b0, p('down.0.weight'), p('down.0.bias'), { name: 'down.0' }); // (B, T, d_s)
+    const { cos, sin } = rotaryTables(inp.positions, s.headDim, s.ropeTheta);
+    const bias = attentionBias(b0, inp.mask); // (B, 1, 1, T, P+T)
+    const present: SideOutputs['present'] = { keys: [], values: [] };
+    s.layers.forEach((t, j) => {
+      x = g.scope(`layers.${j}`, () => {
+        let h = x; // (B, T, d_s)
+        if (t !== undefined) {
+          const lateral = linear(tap(t), p(`down.${t}.weight`), p(`down.${t}.bias`), { name: `down.${t}` });
+          const gate = sigmoid(p(`layers.${j}.gate`), 'Gate'); // (d_s) or (1)
+          h = add(lateral, mul(gate, sub(x, lateral)), 'Ladder'); // g x + (1 - g) lateral
+        }
+        const a = rmsNorm(h, p(`layers.${j}.attn_norm`), { eps: s.eps, name: 'attn_norm' });
+        const attn = g.scope('attn', () =>
+          cachedAttention(
+            {
+              q: linear(a, p(`layers.${j}.wq`), undefined, { name: 'q_proj' }),
+              k: linear(a, p(`layers.${j}.wk`), undefined, { name: 'k_proj' }),
+              v: linear(a, p(`layers.${j}.wv`), undefined, { name: 'v_proj' }),
+              pastK: inp.past?.keys[j],
+              pastV: inp.past?.values[j],
+              rotary: { kind: 'tables', cos, sin },
+              bias,
+            },
+            { heads: s.heads, kvHeads: s.heads, headDim: s.headDim, eps: s.eps },
+          ),
+        );
+        present.keys.push(attn.presentK);
+        present.values.push(attn.presentV);
+        const o = linear(attn.out, p(`layers.${j}.wo`), undefined, { name: 'attn/o_proj' });
+        const x1 = add(h, drop(o, 'attn_dropout'), 'residual_attn');
+        const m = rmsNorm(x1, p(`layers.${j}.mlp_norm`), { eps: s.eps, name: 'mlp_norm' });
+        const mlp = g.scope('mlp', () => {
+          const gate = silu(linear(m, p(`layers.${j}.w_gate`), undefined, { name: 'gate_proj' }));
+          const up = linear(m, p(`layers.${j}.w_up`), undefined, { name: 'up_proj' });
+          return linear(mul(gate, up), p(`layers.${j}.w_down`), undefined, { name: 'down_proj' });
+        });
+        return add(x1, drop(mlp, 'mlp_dropout'), 'residual_mlp'); // (B, T, d_s)
+      });
+    });
+    const normed = rmsNorm(x, p('side_norm'), { eps: s.eps, name: 'side_norm' });
+    const up = linear(normed, p('up.weight'), undefined, { name: 'up' }); // (B, T, d)
+    return { out: add(inp.finalHidden, up, 'Out'), present };
+  });
+}
