@@ -4,6 +4,7 @@ export {
   type SideNetShape,
   xladderPreset,
 } from './config.ts';
+export { type AdapterCache, AdapterStepper, adapterTensors } from './generate.ts';
 export { type SideInputs, type SideOutputs, sideForward } from './graph.ts';
 export { defaultChunk, type LmLossOptions, lmHeadCrossEntropy } from './loss.ts';
 export { initSideNet, type SideParam, sideNetParams } from './params.ts';

@@ -8,29 +8,45 @@ import { StopWatcher } from './stop.ts';
 /** The key/value cache of every layer, as onnxruntime tensors (B, H_kv, S, d_h). */
 export type KvCache = { keys: Tensor[]; values: Tensor[] };
 
-export interface StepInput {
+export interface StepInput<Cache = KvCache> {
   ids: number[][]; // (B, T)
   mask: number[][]; // (B, P+T) 1 = token
   positions: number[][]; // (B, T)
-  past?: KvCache | undefined;
+  past?: Cache | undefined;
 }
 
-export interface StepOutput {
+export interface StepOutput<Cache = KvCache> {
   /** Logits of each row's last position (B x V). */
   lastLogits: Float32Array[];
-  present: KvCache;
-  /** Every graph output, for callers that read taps. */
-  outputs: Record<string, Tensor>;
+  present: Cache;
+}
+
+/**
+ * One model step over a batch (prefill or decode) with an opaque cache carried between steps:
+ * the backbone alone, or the backbone with a side network (side-net/generate.ts).
+ */
+export interface Stepper<Cache = unknown> {
+  step(input: StepInput<Cache>): Promise<StepOutput<Cache>>;
+}
+
+/** Logits of each row's last position from a (B, T|1, V) logits tensor. */
+export function lastRows(logits: Tensor): Float32Array[] {
+  const [B, rows, vocab] = logits.dims as [number, number, number];
+  const data = logits.data as Float32Array;
+  return Array.from({ length: B }, (_, b) =>
+    data.subarray((b * rows + rows - 1) * vocab, (b * rows + rows) * vocab),
+  );
 }
 
 /** Runs the backbone graph one step (prefill or decode) with the cache passed in and out. */
-export class BackboneStepper {
+export class BackboneStepper implements Stepper<KvCache> {
   constructor(
     readonly session: Session,
     readonly cfg: BackboneConfig,
   ) {}
 
-  async step(input: StepInput): Promise<StepOutput> {
+  /** Every graph output (taps, final state, logits if built) and the new cache. */
+  async run(input: StepInput<KvCache>): Promise<{ outputs: Record<string, Tensor>; present: KvCache }> {
     const B = input.ids.length;
     const T = input.ids[0]!.length;
     const S = input.mask[0]!.length;
@@ -45,19 +61,19 @@ export class BackboneStepper {
       feeds[IO.pastValue(l)] = input.past?.values[l] ?? zeros('float32', empty);
     }
     const outputs = await this.session.run(feeds);
-    const logits = outputs[IO.logits];
-    if (!logits) throw new Error('BackboneStepper: the backbone graph was built without logits');
-    const [, rows, vocab] = logits.dims as [number, number, number];
-    const data = logits.data as Float32Array;
-    const lastLogits = Array.from({ length: B }, (_, b) =>
-      data.subarray((b * rows + rows - 1) * vocab, (b * rows + rows) * vocab),
-    );
     const present: KvCache = { keys: [], values: [] };
     for (let l = 0; l < this.cfg.layers; l++) {
       present.keys.push(outputs[IO.presentKey(l)]!);
       present.values.push(outputs[IO.presentValue(l)]!);
     }
-    return { lastLogits, present, outputs };
+    return { outputs, present };
+  }
+
+  async step(input: StepInput<KvCache>): Promise<StepOutput<KvCache> & { outputs: Record<string, Tensor> }> {
+    const { outputs, present } = await this.run(input);
+    const logits = outputs[IO.logits];
+    if (!logits) throw new Error('BackboneStepper: the backbone graph was built without logits');
+    return { lastLogits: lastRows(logits), present, outputs };
   }
 }
 
@@ -91,8 +107,8 @@ export interface GenerationHooks {
  * runs the backbone once for the whole batch; finished rows keep a slot (their output ignored)
  * until every row is done.
  */
-export async function generate(
-  stepper: BackboneStepper,
+export async function generate<Cache>(
+  stepper: Stepper<Cache>,
   requests: readonly GenerationRequest[],
   hooks: GenerationHooks = {},
 ): Promise<GenerationResult[]> {

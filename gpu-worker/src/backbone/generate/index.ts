@@ -6,8 +6,10 @@ export {
   type GenerationResult,
   generate,
   type KvCache,
+  lastRows,
   type StepInput,
   type StepOutput,
+  type Stepper,
 } from './generator.ts';
 export { argmax, SAMPLING_DEFAULTS, type SamplingParams, sampleToken } from './sampling.ts';
 export { StopWatcher } from './stop.ts';
