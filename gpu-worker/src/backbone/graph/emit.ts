@@ -80,6 +80,21 @@ export function lastPosition(x: Value): Value {
 /** A linear layer y = x W^T (+ b) from an HF weight (N out, K in), as the options say. */
 export type LinearEmitter = (x: Value, hfName: string, n: number, k: number, path: string) => Promise<Value>;
 
+/** Which linear layer a hook is wrapping: its HF weight (N out, K in) and graph path. */
+export interface LinearInfo {
+  hfName: string;
+  path: string; // e.g. `layers.0/attn/q_proj`
+  n: number;
+  k: number;
+}
+
+/**
+ * Wraps each decoder linear layer (q, k, v, o, gate, up, down; not the LM head): returns what
+ * replaces its output y (..., N) given its input x (..., K), e.g. y + LoRA(x). Emitted in the
+ * layer's scope. A dependency, not an option: options key the build cache, code cannot.
+ */
+export type LinearHook = (x: Value, y: Value, info: LinearInfo) => Value;
+
 /**
  * The backbone as one ONNX graph (DESIGN.md section 2): prefill and decode alike, the KV cache
  * in and out, every tap b_i out.
@@ -92,7 +107,7 @@ export async function buildBackboneGraph(
   cfg: BackboneConfig,
   source: TensorSource,
   opts: Partial<BackboneGraphOptions> = {},
-  deps: { writer?: ExternalDataWriter } = {},
+  deps: { writer?: ExternalDataWriter; linearHook?: LinearHook } = {},
 ): Promise<{ graph: Graph; report: LayerReport[]; weightBytes: { linear: number; other: number } }> {
   const o = { ...BACKBONE_GRAPH_DEFAULTS, ...opts } satisfies BackboneGraphOptions;
   const g = new Graph({ name: `backbone-${cfg.architecture}`, opsets: { '': 21, 'com.microsoft': 1 } });
@@ -110,6 +125,11 @@ export async function buildBackboneGraph(
     return placer.place(path, 'float32', [data.length], data, 'other');
   };
   const lin: LinearEmitter = async (x, hfName, n, k, path) => {
+    const y = await baseLinear(x, hfName, n, k, path);
+    const hook = deps.linearHook;
+    return hook ? g.scope(path, () => hook(x, y, { hfName, path, n, k })) : y;
+  };
+  const baseLinear: LinearEmitter = async (x, hfName, n, k, path) => {
     const w = await source.read(hfName); // (N, K)
     const scope = path.split('/').slice(0, -1).join('/');
     const name = path.split('/').at(-1);
