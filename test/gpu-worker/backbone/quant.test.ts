@@ -1,3 +1,9 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fromBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema, TensorProto_DataType } from 'onnx-buf';
+import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import {
   addQuantizedWeights,
@@ -7,9 +13,20 @@ import {
   quantizedLinear,
   quantizeLinear,
 } from '../../../gpu-worker/src/backbone/index.ts';
-import { Graph, matmulNBits, toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
+import {
+  Graph,
+  grad,
+  matmul,
+  matmulNBits,
+  mul,
+  reduceSum,
+  toModelBytes,
+  type Value,
+} from '../../../gpu-worker/src/graph/index.ts';
+import { dequantizeNBits } from '../../../gpu-worker/src/graph/ops/quantized.ts';
 import { createSession, f32, i64 } from '../../../gpu-worker/src/runtime/index.ts';
 import { Rng } from '../../../gpu-worker/src/util/rng.ts';
+import { gradcheck } from '../../helpers/gradcheck.ts';
 
 // The reference here is written from the MatMulNBits layout description alone (no code shared
 // with the quantizer): unpack codes and zero points nibble by nibble, dequantize in float64.
@@ -305,4 +322,128 @@ describe('quantized embedding', () => {
       expect(maxAbsDiff(out.logits!.data as Float32Array, logits) / maxAbs(logits)).toBeLessThan(5e-6);
     },
   );
+});
+
+describe('MatMulNBits backward: W dequantized in the graph', () => {
+  it.each(LAYOUTS.flatMap((l) => [false, true].map((symmetric) => ({ ...l, symmetric }))))(
+    'bits $bits, block $blockSize, symmetric $symmetric: dequantizeNBits equals dequantizeLinear bit for bit',
+    async ({ bits, blockSize, symmetric }) => {
+      const N = 5;
+      const K = 200; // padded last block; 7 blocks at bs 32, an odd count of 4-bit zero points
+      const q = quantizeLinear(weights(new Rng(bits + blockSize * 7), N, K), N, K, {
+        bits,
+        blockSize,
+        symmetric,
+      });
+      const g = new Graph();
+      const w = addQuantizedWeights(g, 'w', q);
+      const after = g.input('after', 'float32', [1]);
+      g.output(dequantizeNBits(w, q), 'stored');
+      g.output(dequantizeNBits(w, q, { after }), 'run_time');
+      // symmetric weights use the kernel's default zero point, 2^(bits-1): drop the tensor
+      if (symmetric) g.output(dequantizeNBits({ packed: w.packed, scales: w.scales }, q), 'default_zero');
+      const session = await createSession(toModelBytes(g));
+      const out = await session.run({ after: f32([Number.NaN], [1]) }); // any value, even NaN, works
+      await session.dispose();
+      const want = Array.from(dequantizeLinear(q));
+      expect(out.stored!.dims).toEqual([N, K]);
+      expect(Array.from(out.stored!.data as Float32Array)).toEqual(want);
+      expect(Array.from(out.run_time!.data as Float32Array)).toEqual(want);
+      if (symmetric) expect(Array.from(out.default_zero!.data as Float32Array)).toEqual(want);
+    },
+  );
+
+  it.each([
+    { bits: 4, blockSize: 32 },
+    { bits: 8, blockSize: 64 },
+  ] as const)(
+    'bits $bits, block $blockSize: gradcheck of dx (float32, eps 1e-2)',
+    async ({ bits, blockSize }) => {
+      const N = 24;
+      const K = 72; // not whole blocks
+      const rng = new Rng(bits * 17 + blockSize);
+      // weights ~ N(0, 0.5): dx = R W is O(1), so the check's max(1, |numeric|) is a relative error
+      const w = Float32Array.from({ length: N * K }, () => 0.5 * rng.normal());
+      const q = quantizeLinear(w, N, K, { bits, blockSize });
+      const { maxErr } = await gradcheck(
+        (x: Value) => matmulNBits(x, addQuantizedWeights(x.graph, 'w', q), { ...q, accuracyLevel: 0 }),
+        [{ name: 'x', shape: [2, 3, K] }],
+        { dtype: 'float32', eps: 1e-2, tol: 1e-3 },
+      );
+      console.log(`MatMulNBits dx gradcheck bits ${bits}: max error ${maxErr.toExponential(2)}`);
+      // y is linear in x, so central differences are exact up to float32 rounding of the loss
+      expect(maxErr).toBeLessThan(1e-3);
+    },
+  );
+
+  it('dx = dy @ dequant(W) for a rank-1 input too', async () => {
+    const N = 16;
+    const K = 40;
+    const rng = new Rng(5);
+    const q = quantizeLinear(
+      Float32Array.from({ length: N * K }, () => rng.normal()),
+      N,
+      K,
+    );
+    const g = new Graph();
+    const x = g.input('x', 'float32', [K]);
+    const dy = g.input('dy', 'float32', [N]);
+    const y = matmulNBits(x, addQuantizedWeights(g, 'w', q), q); // (N)
+    const [dx] = grad(reduceSum(mul(y, dy), undefined, { keepdims: false }), [x]);
+    g.output(dx!, 'dx');
+    const dyData = Float32Array.from({ length: N }, () => rng.normal());
+    const session = await createSession(toModelBytes(g));
+    const out = await session.run({ x: f32(new Float32Array(K), [K]), dy: f32(dyData, [N]) });
+    await session.dispose();
+    const ref = referenceDequant(q);
+    const want = Array.from({ length: K }, (_, k) =>
+      dyData.reduce((acc, d, n) => acc + d * ref[n * K + k]!, 0),
+    );
+    expect(out.dx!.dims).toEqual([K]);
+    expect(maxAbsDiff(out.dx!.data as Float32Array, want) / maxAbs(want)).toBeLessThan(1e-5);
+  });
+
+  it('onnxruntime keeps the dequantization at run time: no float copy of W among the initializers', async () => {
+    const N = 48;
+    const K = 96;
+    const rng = new Rng(9);
+    const q = quantizeLinear(
+      Float32Array.from({ length: N * K }, () => rng.normal()),
+      N,
+      K,
+    );
+    const dir = mkdtempSync(join(tmpdir(), 'ladder-dequant-'));
+    try {
+      const floatInitializers = async (withAfter: boolean) => {
+        const g = new Graph();
+        const x = g.input('x', 'float32', ['batch', K]);
+        const w = addQuantizedWeights(g, 'w', q);
+        if (withAfter) {
+          // the vjp: dx = dy @ W, W dequantized after dy exists
+          const y = matmulNBits(x, w, q);
+          g.output(grad(reduceSum(mul(y, y), undefined, { keepdims: false }), [x])[0]!, 'dx');
+        } else {
+          // the same product with W dequantized from initializers alone
+          const dy = g.input('dy', 'float32', ['batch', N]);
+          g.output(matmul(dy, dequantizeNBits(w, q)), 'dx');
+        }
+        const path = join(dir, `${withAfter}.onnx`);
+        const session = await ort.InferenceSession.create(toModelBytes(g), {
+          graphOptimizationLevel: 'all',
+          optimizedModelFilePath: path,
+        });
+        await session.release();
+        const model = fromBinary(ModelProtoSchema, readFileSync(path));
+        return model
+          .graph!.initializer.filter((t) => t.dataType === TensorProto_DataType.FLOAT)
+          .map((t) => t.dims.reduce((a, b) => a * Number(b), 1));
+      };
+      // the control: with every input an initializer, onnxruntime folds W into a float constant
+      expect(Math.max(...(await floatInitializers(false)))).toBeGreaterThanOrEqual(N * K);
+      // the backward: only the scales (N x kBlocks) and scalars stay as float initializers
+      expect(Math.max(...(await floatInitializers(true)))).toBeLessThanOrEqual(N * Math.ceil(K / 32));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

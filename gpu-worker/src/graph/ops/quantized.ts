@@ -1,10 +1,14 @@
 import type { OpDef, Value } from '../builder.ts';
 import { type Dim, dimEq, normAxis, shapeStr } from '../dims.ts';
-import { floatDtype, rankAtLeast } from './check.ts';
+import { add, mul, sub } from './arith.ts';
+import { cast } from './cast.ts';
+import { broadcast, floatDtype, rankAtLeast } from './check.ts';
+import { matmul } from './matmul.ts';
+import { concat, reshape, slice, squeeze, unsqueeze } from './shape.ts';
 
-// Ops over blockwise-quantized frozen weights (com.microsoft contrib ops of onnxruntime). Neither
-// has a vjp: the weights are frozen and the side network's backward never enters the backbone,
-// so gradients stop here.
+// Ops over blockwise-quantized frozen weights (com.microsoft contrib ops of onnxruntime). The
+// weights never get gradients. MatMulNBits passes one to its input x (the QLoRA baseline's
+// backward runs through every frozen layer); GatherBlockQuantized, an embedding lookup, has none.
 
 export type AccuracyLevel = 0 | 1 | 2 | 3 | 4;
 
@@ -66,7 +70,128 @@ export const MATMUL_NBITS: OpDef = {
     if (zeroPoints) expectShape(zeroPoints, 'zero points', 'uint8', [N!, Math.ceil((kBlocks * bits!) / 8)]);
     return [{ dtype: x!.dtype, shape: [...x!.shape.slice(0, -1), N!] }];
   },
+  // dx (..., K) = dy (..., N) @ W (N, K), with W dequantized here in the backward (the forward
+  // kernel never materialises it). The weights are frozen: no gradient for packed or scales.
+  // The exact dequantization is used whatever the accuracy level: the gradient of the
+  // level-0 function, as QLoRA differentiates through a dequantized weight.
+  vjp: ({ inputs: [, packed, scales, zeroPoints], grads: [dy], attrs, needs }) => {
+    if (!needs[0]) return [];
+    const { K, N, bits, block_size: blockSize } = attrs as Record<string, number>;
+    const w = dequantizeNBits(
+      zeroPoints ? { packed: packed!, scales: scales!, zeroPoints } : { packed: packed!, scales: scales! },
+      { K: K!, N: N!, bits: bits as 4 | 8, blockSize: blockSize! },
+      { after: dy },
+    ); // (N, K)
+    if (dy!.rank >= 2) return [matmul(dy!, cast(w, dy!.dtype), { name: 'InputGrad' })]; // (..., K)
+    return [squeeze(matmul(unsqueeze(dy!, [0]), cast(w, dy!.dtype), { name: 'InputGrad' }), [0])]; // (K)
+  },
 };
+
+/** What the dequantizer needs to know about a MatMulNBits weight besides its tensors. */
+export type NBitsLayout = Pick<MatMulNBitsOptions, 'K' | 'N' | 'bits' | 'blockSize'>;
+
+/** uint8 bitwise ops (BitwiseAnd/Or opset 18, BitShift opset 11) to unpack the codes. */
+function uint8Binary(type: string): OpDef {
+  return {
+    type,
+    infer: ([a, b]) => {
+      if (a!.dtype !== 'uint8' || b!.dtype !== 'uint8')
+        throw new Error(`${type}: ${a} and ${b} must be uint8`);
+      return [{ dtype: 'uint8', shape: broadcast(a!, b!) }];
+    },
+  };
+}
+
+const BITWISE_AND = uint8Binary('BitwiseAnd');
+const BITWISE_OR = uint8Binary('BitwiseOr');
+const BIT_SHIFT = uint8Binary('BitShift');
+
+/** The low and high nibble of every byte, interleaved: (..., n) uint8 -> (..., 2n), low first. */
+function unpackNibbles(bytes: Value, name: string): Value {
+  const g = bytes.graph;
+  const width = bytes.shape.at(-1);
+  if (typeof width !== 'number') throw new Error(`unpackNibbles: the last axis of ${bytes} must be static`);
+  return g.scope(name, () => {
+    const low = g.op(BITWISE_AND, [bytes, g.scalar(0x0f, 'uint8')], {}, { name: 'LowNibble' });
+    const high = g.op(
+      BIT_SHIFT,
+      [bytes, g.scalar(4, 'uint8')],
+      { direction: 'RIGHT' },
+      { name: 'HighNibble' },
+    );
+    const pairs = concat([unsqueeze(low, [-1]), unsqueeze(high, [-1])], -1, 'Interleave'); // (..., n, 2)
+    return reshape(pairs, [...bytes.shape.slice(0, -1).map(() => 0), 2 * width]); // (..., 2n)
+  });
+}
+
+/**
+ * A uint8 zero (1) computed from one element of `after`, so that whatever uses it runs only once
+ * `after` exists and cannot be constant-folded: onnxruntime folds nodes whose inputs are all
+ * initializers, which would turn a dequantization into a float32 copy of W kept for the whole
+ * session. (The float-to-uint8 Cast of any value, NaN included, ANDed with 0 is 0.)
+ */
+function runTimeZero(after: Value): Value {
+  const g = after.graph;
+  return g.scope('RunTimeZero', () => {
+    const first = slice(reshape(after, [-1]), [0], [1], [0]); // (1)
+    return g.op(BITWISE_AND, [cast(first, 'uint8'), g.scalar(0, 'uint8')], {}, { name: 'Zero' }); // (1) uint8
+  });
+}
+
+export interface DequantizeOptions {
+  /**
+   * Dequantize only after this value is computed (the incoming gradient, in a backward): W then
+   * exists in float only while it is used, and is never folded into a constant.
+   */
+  after?: Value;
+}
+
+//   [zero = Cast(after[0]) & 0, uint8; packed | zero, zero_points | zero, scales + zero: run-time copies]
+//   packed uint8 (N, kBlocks, bs*bits/8)
+//     4-bit: ─┬─ BitwiseAnd 0x0f ─ low nibble (even k) ─┐
+//             └─ BitShift >> 4 ─── high nibble (odd k) ─┴─ Concat (.., bs/2, 2) ─ Reshape (N, kBlocks, bs)
+//     ─ Cast ─ codes (N, kBlocks, bs)
+//   zero_points uint8 (N, ceil(kBlocks*bits/8)) ─ [4-bit: unpack, Slice kBlocks] ─ Cast ─ (N, kBlocks, 1)
+//   scales (N, kBlocks) ─ Unsqueeze ─ (N, kBlocks, 1)
+//   W = (codes - z) * s (N, kBlocks, bs) ─ Reshape (N, kBlocks*bs) ─ [Slice K] ─ (N, K)
+/**
+ * The weight W (N, K) of a MatMulNBits layout, dequantized by ordinary ONNX ops at run time:
+ * (code - zero point) * scale, bit for bit what dequantizeLinear computes in JS (code - z is an
+ * exact small integer, one float multiply rounds it). Absent zero points mean 2^(bits-1), as in
+ * the kernel. QLoRA's backward (https://arxiv.org/abs/2305.14314) dequantizes this way, one
+ * layer at a time: with `after`, W is a transient tensor, freed once its product is formed.
+ */
+export function dequantizeNBits(
+  w: QuantizedWeights | Omit<QuantizedWeights, 'zeroPoints'>,
+  layout: NBitsLayout,
+  opts: DequantizeOptions = {},
+): Value {
+  const { K, N, bits, blockSize: bs } = layout;
+  const g = w.packed.graph;
+  const kBlocks = Math.ceil(K / bs);
+  const dtype = w.scales.dtype;
+  return g.scope('Dequantize', () => {
+    const zero = opts.after ? runTimeZero(opts.after) : undefined; // (1) uint8
+    const atRunTime = (v: Value) => (zero ? g.op(BITWISE_OR, [v, zero], {}, { name: 'AtRunTime' }) : v);
+    const bytes = atRunTime(w.packed); // (N, kBlocks, bs*bits/8)
+    const codes = cast(bits === 4 ? unpackNibbles(bytes, 'codes') : bytes, dtype); // (N, kBlocks, bs)
+    let zeroPoint: Value; // (N, kBlocks, 1), or a scalar
+    if ('zeroPoints' in w && w.zeroPoints) {
+      let zp = atRunTime(w.zeroPoints); // (N, ceil(kBlocks*bits/8))
+      if (bits === 4) {
+        zp = unpackNibbles(zp, 'zero_points'); // (N, 2*ceil(kBlocks/2))
+        if (zp.shape[1] !== kBlocks) zp = slice(zp, [0], [kBlocks], [1]); // (N, kBlocks)
+      }
+      zeroPoint = unsqueeze(cast(zp, dtype), [-1]);
+    } else {
+      zeroPoint = g.scalar(2 ** (bits - 1), dtype);
+    }
+    const scales = zero ? add(w.scales, cast(zero, dtype), 'AtRunTime') : w.scales; // (N, kBlocks)
+    const blocks = mul(sub(codes, zeroPoint, 'SubZeroPoint'), unsqueeze(scales, [-1]), 'MulScale'); // (N, kBlocks, bs)
+    const padded = reshape(blocks, [N, kBlocks * bs]); // (N, Kp)
+    return kBlocks * bs === K ? padded : slice(padded, [0], [K], [1]); // (N, K)
+  });
+}
 
 /** y (..., N) = x (..., K) @ W^T for a MatMulNBits-quantized W (N, K). */
 export function matmulNBits(x: Value, w: QuantizedWeights, opts: MatMulNBitsOptions): Value {
