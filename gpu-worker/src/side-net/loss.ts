@@ -62,7 +62,12 @@ export function lmHeadCrossEntropy(
   if (typeof d !== 'number' || typeof vocab !== 'number') {
     throw new Error(`lmHeadCrossEntropy: hidden ${hidden} and head ${head} need static d and V`);
   }
-  const o = { chunk: defaultChunk(vocab), ignoreIndex: -100, ...opts } satisfies LmLossOptions;
+  const o = {
+    chunk: opts.chunk ?? defaultChunk(vocab),
+    ignoreIndex: opts.ignoreIndex ?? -100,
+  } satisfies LmLossOptions;
+  if (!(Number.isInteger(o.chunk) && o.chunk > 0))
+    throw new Error(`lmHeadCrossEntropy: chunk ${o.chunk} must be a positive integer`);
   const C = o.chunk;
   const dtype = hidden.dtype;
   return g.scope('lm_loss', () => {

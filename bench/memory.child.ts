@@ -1,0 +1,132 @@
+// One configuration of `npm run bench -- memory` in its own process, so its peak RSS is its own.
+// argv[2]: JSON { method: 'build-qlora' | 'lst' | 'xladder' | 'qlora', T, B, ckpt, cache, steps }.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import {
+  BackboneStepper,
+  buildBackbone,
+  HF_NAMES,
+  loadConfig,
+  openCheckpoint,
+} from '../gpu-worker/src/backbone/index.ts';
+import {
+  buildTrainStep,
+  ExternalDataWriter,
+  saveModel,
+  toModelBytes,
+} from '../gpu-worker/src/graph/index.ts';
+import { createSession, f32, i64, type Tensor, TrainRunner } from '../gpu-worker/src/runtime/index.ts';
+import {
+  initSideNet,
+  lstPreset,
+  resolveSideNet,
+  SIDE_IO,
+  sideTrainSpec,
+  xladderPreset,
+} from '../gpu-worker/src/side-net/index.ts';
+import { buildQloraTrainStep } from '../gpu-worker/src/side-net/qlora.ts';
+
+const arg = JSON.parse(process.argv[2]!) as {
+  method: 'build-qlora' | 'lst' | 'xladder' | 'qlora';
+  T: number;
+  B: number;
+  ckpt: string;
+  cache: string;
+  steps: number;
+};
+const cfg = await loadConfig(arg.ckpt);
+const { T, B } = arg;
+const rowsOf = (f: (b: number, t: number) => number) =>
+  Array.from({ length: B * T }, (_, i) => f(Math.floor(i / T), i % T));
+const ids = rowsOf((b, t) => 256 + ((b * 7919 + t * 31) % 20000));
+const labels = rowsOf((b, t) => (t < T / 4 ? -100 : 256 + ((b * 104729 + t * 17) % 20000))); // prompt masked
+const mask = rowsOf(() => 1);
+const positions = rowsOf((_, t) => t);
+const qloraModel = join(arg.cache, 'qlora', 'model.onnx');
+
+if (arg.method === 'build-qlora') {
+  // Built in its own process and saved, so the measured process loads it like the side net's
+  // backbone is loaded: no JS-side copy of the weights in either.
+  const source = await openCheckpoint(arg.ckpt);
+  const { graph, layout, init } = await buildQloraTrainStep(cfg, source);
+  const writer = new ExternalDataWriter(`${qloraModel}.data`);
+  saveModel(graph, qloraModel, { dataWriter: writer });
+  writeFileSync(join(arg.cache, 'qlora', 'layout.json'), JSON.stringify(layout));
+  const order = layout.params.map((p: { name: string }) => p.name);
+  writeFileSync(
+    join(arg.cache, 'qlora', 'init.bin'),
+    Buffer.concat(order.map((n: string) => Buffer.from(init[n]!.buffer))),
+  );
+  await source.close();
+  console.log(JSON.stringify({ built: true }));
+  process.exit(0);
+}
+
+const times: number[] = [];
+if (arg.method === 'qlora') {
+  const layout = JSON.parse(readFileSync(join(arg.cache, 'qlora', 'layout.json'), 'utf8'));
+  const blob = readFileSync(join(arg.cache, 'qlora', 'init.bin'));
+  const init: Record<string, Float32Array> = {};
+  let at = 0;
+  for (const p of layout.params as { name: string; shape: number[] }[]) {
+    const n = p.shape.reduce((a, b) => a * b, 1);
+    init[p.name] = new Float32Array(blob.buffer.slice(blob.byteOffset + at, blob.byteOffset + at + 4 * n));
+    at += 4 * n;
+  }
+  const runner = await TrainRunner.create({ layout, step: qloraModel }, init);
+  for (let s = 0; s < arg.steps + 1; s++) {
+    const start = performance.now();
+    await runner.step(
+      {
+        input_ids: i64(ids, [B, T]),
+        labels: i64(labels, [B, T]),
+        attention_mask: i64(mask, [B, T]),
+        position_ids: i64(positions, [B, T]),
+      },
+      1e-4,
+    );
+    if (s > 0) times.push(performance.now() - start);
+  }
+} else {
+  const config = arg.method === 'lst' ? lstPreset(cfg) : xladderPreset(cfg, Math.max(1, cfg.layers / 4));
+  const shape = resolveSideNet(cfg, config);
+  const build = await buildBackbone(arg.ckpt, {
+    cacheDir: arg.cache,
+    graph: { taps: shape.taps, logits: 'none' },
+  });
+  const backbone = new BackboneStepper(await createSession(build.modelPath), cfg);
+  const source = await openCheckpoint(arg.ckpt);
+  const head = f32(await source.read(cfg.tieWordEmbeddings ? HF_NAMES.embed : HF_NAMES.lmHead), [
+    cfg.vocabSize,
+    cfg.hiddenSize,
+  ]);
+  await source.close();
+  const { graph, layout } = buildTrainStep(sideTrainSpec(shape));
+  const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, initSideNet(shape, 1));
+  const rows = (xs: number[]) => Array.from({ length: B }, (_, b) => xs.slice(b * T, (b + 1) * T));
+  for (let s = 0; s < arg.steps + 1; s++) {
+    const start = performance.now();
+    const { outputs } = await backbone.run({ ids: rows(ids), mask: rows(mask), positions: rows(positions) });
+    const feeds: Record<string, Tensor> = {
+      [SIDE_IO.finalHidden]: outputs.final_hidden!,
+      [SIDE_IO.lmHead]: head,
+      [SIDE_IO.labels]: i64(labels, [B, T]),
+      [SIDE_IO.mask]: i64(mask, [B, T]),
+      [SIDE_IO.positions]: i64(positions, [B, T]),
+    };
+    for (const t of shape.taps) feeds[SIDE_IO.tap(t)] = outputs[`tap.${t}`]!;
+    await runner.step(feeds, 1e-4);
+    if (s > 0) times.push(performance.now() - start);
+  }
+}
+times.sort((a, b) => a - b);
+console.log(
+  JSON.stringify({
+    method: arg.method,
+    T,
+    B,
+    step_ms: Math.round(times[Math.floor(times.length / 2)]!),
+    peak_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+  }),
+);
