@@ -177,7 +177,7 @@ describe('dataset limits', () => {
     expect(validateDataset(text, { maxBytes: bytes }).ok).toBe(true);
     const v = validateDataset(text, { maxBytes: bytes - 1 });
     expect(messages(v)).toEqual([`file: larger than the limit of ${bytes - 1} bytes`]);
-    expect(v.ok || v.limitExceeded).toBe(true);
+    expect(!v.ok && v.limitExceeded).toBe(true);
   });
 
   it('keeps only maxErrors details but counts them all', () => {

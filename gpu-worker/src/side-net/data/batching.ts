@@ -36,7 +36,9 @@ export function planEpoch(
   if (!(o.maxBatchSize >= 1)) throw new RangeError(`maxBatchSize ${o.maxBatchSize} must be >= 1`);
   for (const [i, len] of lengths.entries()) {
     if (len > o.tokenBudget) {
-      throw new RangeError(`example ${i} has ${len} tokens, more than the batch token budget ${o.tokenBudget}`);
+      throw new RangeError(
+        `example ${i} has ${len} tokens, more than the batch token budget ${o.tokenBudget}`,
+      );
     }
   }
   const shuffled = o.shuffle
@@ -78,7 +80,11 @@ export interface Batch {
   targets: number;
 }
 
-export function collate(examples: readonly TrainingExample[], indices: readonly number[], padTokenId: number): Batch {
+export function collate(
+  examples: readonly TrainingExample[],
+  indices: readonly number[],
+  padTokenId: number,
+): Batch {
   if (indices.length === 0) throw new RangeError('collate: an empty batch');
   const rows = indices.map((i) => {
     const e = examples[i];
@@ -104,5 +110,15 @@ export function collate(examples: readonly TrainingExample[], indices: readonly 
     tokens += e.inputIds.length;
     targets += e.targetCount;
   }
-  return { indices: [...indices], size: B, length: T, inputIds, labels, attentionMask, positionIds, tokens, targets };
+  return {
+    indices: [...indices],
+    size: B,
+    length: T,
+    inputIds,
+    labels,
+    attentionMask,
+    positionIds,
+    tokens,
+    targets,
+  };
 }

@@ -75,7 +75,8 @@ export class BatchLoader {
 
   /** This epoch's batches as example indices (the plan; no tensors). */
   batchesOf(epoch: number): readonly (readonly number[])[] {
-    if (this.plan?.epoch !== epoch) this.plan = { epoch, batches: planEpoch(this.lengths, epoch, this.options) };
+    if (this.plan?.epoch !== epoch)
+      this.plan = { epoch, batches: planEpoch(this.lengths, epoch, this.options) };
     return this.plan.batches;
   }
 
@@ -83,7 +84,8 @@ export class BatchLoader {
     const { epoch, index } = this.position;
     const batches = this.batchesOf(epoch);
     const batch = collate(this.examples, batches[index]!, this.options.padTokenId);
-    this.position = index + 1 === batches.length ? { epoch: epoch + 1, index: 0 } : { epoch, index: index + 1 };
+    this.position =
+      index + 1 === batches.length ? { epoch: epoch + 1, index: 0 } : { epoch, index: index + 1 };
     return { batch, epoch, index, epochBatches: batches.length };
   }
 }
@@ -104,5 +106,5 @@ function fingerprint(examples: readonly TrainingExample[], o: BatchLoaderOptions
   }
   const opts = JSON.stringify([o.tokenBudget, o.maxBatchSize, o.seed, o.shuffle, o.padTokenId]);
   for (let i = 0; i < opts.length; i++) feed(opts.charCodeAt(i));
-  return ((a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0'));
+  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
 }
