@@ -29,3 +29,32 @@ export { HealthStatus } from './src/health.ts';
 export { SafeId, SafeName, Sha256Hex } from './src/ids.ts';
 export { SideNetConfig, type SideNetConfigInput } from './src/side-net.ts';
 export const LADDER_VERSION = '0.1.0';
+export {
+  AdapterRef,
+  ChatMessage,
+  FinishReason,
+  GenerateChunk,
+  GenerateRequest,
+  GenerateResponse,
+  Heartbeat,
+  Hyperparameters,
+  JobEvent,
+  JobStatus,
+  Prompt,
+  SamplingParams,
+  ScoreRequest,
+  ScoreResponse,
+  StartJobRequest,
+  StartJobResponse,
+  TrainingMethod,
+  Usage,
+} from './src/internal.ts';
+export {
+  REPLAY_WINDOW_S,
+  SIGNATURE_HEADER,
+  sha256Hex,
+  signRequest,
+  TIMESTAMP_HEADER,
+  type VerifyResult,
+  verifyRequest,
+} from './src/signing.ts';
