@@ -8,4 +8,15 @@ export { type AdapterCache, AdapterStepper, adapterTensors } from './generate.ts
 export { type SideInputs, type SideOutputs, sideForward } from './graph.ts';
 export { defaultChunk, type LmLossOptions, lmHeadCrossEntropy } from './loss.ts';
 export { initSideNet, type SideParam, sideNetParams } from './params.ts';
+export {
+  buildQloraTrainStep,
+  LORA_TARGETS,
+  type LoraTarget,
+  loraName,
+  QLORA_DEFAULTS,
+  QLORA_IO,
+  type QloraOptions,
+  type QloraSpec,
+  qloraSpec,
+} from './qlora.ts';
 export { buildSideInferenceGraph, SIDE_IO, type SideTrainOptions, sideTrainSpec } from './steps.ts';

@@ -151,11 +151,11 @@ export async function qloraSpec(
       if (!v) throw new GraphError(`qlora: nothing feeds the backbone input ${input}`);
       return shapeEq(v.shape, input.shape) ? v : relabel(v, input.shape);
     };
-    const valueOf = g.scope('backbone', () => inlineGraph(g, backbone, bind));
-    const hidden = valueOf(backbone.get(IO.finalHidden)); // (B, T, d)
+    const inlined = g.scope('backbone', () => inlineGraph(g, backbone, bind));
+    const hidden = inlined(backbone.get(IO.finalHidden)); // (B, T, d)
     const head = untiedHead
       ? g.initializer('lm_head', 'float32', [cfg.vocabSize, cfg.hiddenSize], untiedHead)
-      : valueOf(backbone.get('embed_tokens')); // (V, d)
+      : inlined(backbone.get('embed_tokens')); // (V, d)
     const chunk = o.lossChunk === undefined ? {} : { chunk: o.lossChunk };
     return lmHeadCrossEntropy(hidden, head, b[QLORA_IO.labels]!, chunk);
   };
@@ -237,7 +237,7 @@ function inlineGraph(g: Graph, src: Graph, bind: (input: Value) => Value): (v: V
   for (const v of src.inputs) map.set(v, bind(v));
   const inits = new Map(src.initializers.map((i) => [i.value, i]));
   const outputs = new Set(src.outputs);
-  const valueOf = (v: Value): Value => {
+  const inlined = (v: Value): Value => {
     const found = map.get(v);
     if (found) return found;
     const init = inits.get(v);
@@ -254,17 +254,17 @@ function inlineGraph(g: Graph, src: Graph, bind: (input: Value) => Value): (v: V
   for (const node of src.nodes) {
     const out = node.outputs[0]!;
     if (outputs.has(out)) {
-      map.set(out, valueOf(node.inputs[0]!));
+      map.set(out, inlined(node.inputs[0]!));
       continue;
     }
     const cut = node.name.lastIndexOf('/');
     const made = g.withPath(`${base}${node.name.slice(0, cut)}`, () =>
-      g.emit(node.op, node.inputs.map(valueOf), node.attrs, {
+      g.emit(node.op, node.inputs.map(inlined), node.attrs, {
         name: node.name.slice(cut + 1),
         hints: node.outputs.map((o) => o.shape),
       }),
     );
-    node.outputs.forEach((o, i) => map.set(o, made[i]!));
+    for (const [i, o] of node.outputs.entries()) map.set(o, made[i]!);
   }
-  return valueOf;
+  return inlined;
 }
