@@ -64,6 +64,7 @@ if (arg.method === 'build-qlora') {
 }
 
 const times: number[] = [];
+const backboneTimes: number[] = [];
 if (arg.method === 'qlora') {
   const layout = JSON.parse(readFileSync(join(arg.cache, 'qlora', 'layout.json'), 'utf8'));
   const blob = readFileSync(join(arg.cache, 'qlora', 'init.bin'));
@@ -108,6 +109,7 @@ if (arg.method === 'qlora') {
   for (let s = 0; s < arg.steps + 1; s++) {
     const start = performance.now();
     const { outputs } = await backbone.run({ ids: rows(ids), mask: rows(mask), positions: rows(positions) });
+    const backboneDone = performance.now();
     const feeds: Record<string, Tensor> = {
       [SIDE_IO.finalHidden]: outputs.final_hidden!,
       [SIDE_IO.lmHead]: head,
@@ -117,7 +119,10 @@ if (arg.method === 'qlora') {
     };
     for (const t of shape.taps) feeds[SIDE_IO.tap(t)] = outputs[`tap.${t}`]!;
     await runner.step(feeds, 1e-4);
-    if (s > 0) times.push(performance.now() - start);
+    if (s > 0) {
+      times.push(performance.now() - start);
+      backboneTimes.push(backboneDone - start);
+    }
   }
 }
 times.sort((a, b) => a - b);
@@ -127,6 +132,11 @@ console.log(
     T,
     B,
     step_ms: Math.round(times[Math.floor(times.length / 2)]!),
+    ...(backboneTimes.length
+      ? {
+          backbone_ms: Math.round(backboneTimes.sort((a, b) => a - b)[Math.floor(backboneTimes.length / 2)]!),
+        }
+      : {}),
     peak_mb: Math.round(process.resourceUsage().maxRSS / 1024),
   }),
 );

@@ -30,6 +30,8 @@ export interface LmLossOptions {
   /** Tokens per chunk: the loss never holds more than (chunk, V) logits at once. */
   chunk: number;
   ignoreIndex: number;
+  /** Also compute d loss / d hidden (training); evaluation leaves it out. */
+  gradient: boolean;
 }
 
 /** A chunk whose (chunk, V) float32 logits take about 32 MB, at least 16 tokens. */
@@ -40,15 +42,15 @@ export function defaultChunk(vocab: number): number {
 /**
  * Mean next-token cross-entropy of LMHead(hidden) over the labelled tokens, without ever
  * materialising the (T, V) logits: rows go through the frozen head in chunks (an ONNX Scan), and
- * the backward recomputes each chunk's logits instead of keeping them, so the loss's memory is
+ * each chunk's gradient is computed in the same pass instead of keeping its logits, so the loss's memory is
  * bounded by one (chunk, V) block whatever the sequence length and vocabulary.
  *
  *   hidden (B, T, d) ─ Reshape (N, d) ─ Pad to chunks·C ─ Reshape (chunks, C, d) ─┐
  *   labels (B, T)    ─ Reshape (N)    ─ Pad with ignore ─ Reshape (chunks, C) ────┴─ Scan:
  *       sum += Σ SoftmaxCrossEntropy(h_c W^T, l_c)                  (C, V) logits per iteration
+ *       U_c = ((softmax(h_c W^T) - onehot(l_c)) · keep) @ W                (C, d) per iteration
  *   loss = sum / max(1, kept)
- *   backward (customGrad), r = g / max(1, kept):
- *       Scan: dh_c = (softmax(h_c W^T) - onehot(l_c)) · r · keep  @ W     (C, d) per iteration
+ *   backward (customGrad): d loss / d hidden = U · g / max(1, kept)
  */
 export function lmHeadCrossEntropy(
   hidden: Value, // (B, T, d) or (N, d)
@@ -65,6 +67,7 @@ export function lmHeadCrossEntropy(
   const o = {
     chunk: opts.chunk ?? defaultChunk(vocab),
     ignoreIndex: opts.ignoreIndex ?? -100,
+    gradient: opts.gradient ?? true,
   } satisfies LmLossOptions;
   if (!(Number.isInteger(o.chunk) && o.chunk > 0))
     throw new Error(`lmHeadCrossEntropy: chunk ${o.chunk} must be a positive integer`);
@@ -90,51 +93,44 @@ export function lmHeadCrossEntropy(
     const kept = reduceSum(where(ignored, zero, g.scalar(1, dtype)), undefined, { keepdims: false }); // ()
     const denominator = where(greater(kept, g.scalar(1, dtype)), kept, g.scalar(1, dtype)); // ()
 
-    const forward = chunkBody(
-      g,
-      'lm_loss_forward',
-      C,
-      d,
-      dtype,
-      (body, hc, lc) => {
-        const logits = matmul(hc, body.outer(head), { transB: true }); // (C, V)
-        return [reduceSum(softmaxCrossEntropy(logits, lc, o.ignoreIndex), undefined, { keepdims: false })];
-      },
-      true,
-    );
-    const [total] = scan(g, { body: forward, states: [zero], scans: [hs, ls], name: 'ForwardChunks' });
+    // One pass per chunk computes its loss and, for training, its unscaled gradient
+    //   U_c = ((softmax(h_c W^T) - onehot(l_c)) * keep) @ W        (C, d)
+    // so the backward only scales U by g / max(1, kept): the head is multiplied twice per chunk
+    // (logits, then U), never three times, and no (C, V) block outlives its iteration.
+    const forward = chunkBody(g, 'lm_loss_chunk', C, d, dtype, (body, hc, lc) => {
+      const w = body.outer(head);
+      const logits = matmul(hc, w, { transB: true }); // (C, V)
+      const [nll, logProb] = body.emit(SOFTMAX_CROSS_ENTROPY, [logits, lc], {
+        reduction: 'none',
+        ignore_index: o.ignoreIndex,
+      });
+      const sum = reduceSum(nll!, undefined, { keepdims: false }); // ()
+      if (!o.gradient) return [sum];
+      const skip = equal(lc, body.scalar(o.ignoreIndex, 'int64')); // (C)
+      const keep = unsqueeze(where(skip, body.scalar(0, dtype), body.scalar(1, dtype)), [-1]); // (C, 1)
+      const column = unsqueeze(where(skip, body.scalar(0, 'int64'), lc), [-1]); // (C, 1)
+      const dLogits = scatterElementsAdd(mul(exp(logProb!), keep), column, neg(keep), 1); // (C, V)
+      return [sum, matmul(dLogits, w)]; // (), (C, d)
+    });
+    const [total, stacked] = scan(g, {
+      body: forward,
+      states: [zero],
+      scans: [hs, ls],
+      outShapes: o.gradient ? [['chunks', C, d]] : [],
+      name: 'Chunks',
+    });
     const loss = div(total!, denominator); // ()
+    if (!o.gradient) return loss;
 
     return customGrad(loss, [hidden], (gy) => {
-      const r = div(gy, denominator); // ()
-      const backward = chunkBody(g, 'lm_loss_backward', C, d, dtype, (body, hc, lc) => {
-        const w = body.outer(head);
-        const logits = matmul(hc, w, { transB: true }); // (C, V)
-        const [, logProb] = body.emit(SOFTMAX_CROSS_ENTROPY, [logits, lc], {
-          reduction: 'none',
-          ignore_index: o.ignoreIndex,
-        });
-        const skip = equal(lc, body.scalar(o.ignoreIndex, 'int64')); // (C)
-        const rowGrad = unsqueeze(where(skip, body.scalar(0, dtype), body.outer(r)), [-1]); // (C, 1)
-        const column = unsqueeze(where(skip, body.scalar(0, 'int64'), lc), [-1]); // (C, 1)
-        const dLogits = scatterElementsAdd(mul(exp(logProb!), rowGrad), column, neg(rowGrad), 1); // (C, V)
-        return [matmul(dLogits, w)]; // (C, d)
-      });
-      const [stacked] = scan(g, {
-        body: backward,
-        states: [],
-        scans: [hs, ls],
-        outShapes: [['chunks', C, d]],
-        name: 'BackwardChunks',
-      });
       const flat = reshape(stacked!, [-1, d]); // (C*chunks, d)
-      const dh = sliceRuntime(flat, g.vector([0]), n, [0], h.shape); // (N, d)
-      return [reshapeAs(dh, hidden)];
+      const unscaled = sliceRuntime(flat, g.vector([0]), n, [0], h.shape); // (N, d)
+      return [reshapeAs(mul(unscaled, div(gy, denominator)), hidden)];
     });
   });
 }
 
-/** A Scan body over (C, d) hidden rows and (C) labels, with an optional running sum as state. */
+/** A Scan body over (C, d) hidden rows and (C) labels: a running sum (the first output), then per-chunk outputs. */
 function chunkBody(
   g: Graph,
   name: string,
@@ -142,16 +138,15 @@ function chunkBody(
   d: number,
   dtype: Value['dtype'],
   fn: (body: Graph, hc: Value, lc: Value) => Value[],
-  withSum = false,
 ): Graph {
   const body = new Graph({ name, opsets: g.options.opsets });
   body.scope(name, () => {
-    const sumIn = withSum ? body.input(`${name}/sum_in`, dtype, []) : undefined;
+    const sumIn = body.input(`${name}/sum_in`, dtype, []);
     const hc = body.input(`${name}/hidden_chunk`, dtype, [C, d]);
     const lc = body.input(`${name}/labels_chunk`, 'int64', [C]);
-    const outs = fn(body, hc, lc);
-    if (sumIn) body.output(add(sumIn, outs[0]!), `${name}/sum_out`);
-    else outs.forEach((v, i) => body.output(v, `${name}/out_${i}`));
+    const [sum, ...outs] = fn(body, hc, lc);
+    body.output(add(sumIn, sum!), `${name}/sum_out`);
+    for (const [i, v] of outs.entries()) body.output(v, `${name}/out_${i}`);
   });
   return body;
 }
