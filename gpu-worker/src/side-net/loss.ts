@@ -17,7 +17,6 @@ import {
   scan,
   shapeOf,
   sliceRuntime,
-  softmaxCrossEntropy,
   sub,
   unsqueeze,
   type Value,
