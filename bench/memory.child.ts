@@ -63,6 +63,11 @@ if (arg.method === 'build-qlora') {
   process.exit(0);
 }
 
+// Training sessions keep onnxruntime's memory arena (fast reuse step after step). The side nets'
+// backbone session is inference only and runs without one, so its activations go back to the
+// system before the side step runs instead of staying reserved beside it (BENCH_ARENA=1: arena on).
+const SESSION = { memoryArena: true } as const;
+const BACKBONE_SESSION = { memoryArena: process.env.BENCH_ARENA === '1' } as const;
 const times: number[] = [];
 const backboneTimes: number[] = [];
 if (arg.method === 'qlora') {
@@ -75,7 +80,7 @@ if (arg.method === 'qlora') {
     init[p.name] = new Float32Array(blob.buffer.slice(blob.byteOffset + at, blob.byteOffset + at + 4 * n));
     at += 4 * n;
   }
-  const runner = await TrainRunner.create({ layout, step: qloraModel }, init);
+  const runner = await TrainRunner.create({ layout, step: qloraModel }, init, { session: SESSION });
   for (let s = 0; s < arg.steps + 1; s++) {
     const start = performance.now();
     await runner.step(
@@ -96,7 +101,7 @@ if (arg.method === 'qlora') {
     cacheDir: arg.cache,
     graph: { taps: shape.taps, logits: 'none' },
   });
-  const backbone = new BackboneStepper(await createSession(build.modelPath), cfg);
+  const backbone = new BackboneStepper(await createSession(build.modelPath, BACKBONE_SESSION), cfg);
   const source = await openCheckpoint(arg.ckpt);
   const head = f32(await source.read(cfg.tieWordEmbeddings ? HF_NAMES.embed : HF_NAMES.lmHead), [
     cfg.vocabSize,
@@ -104,7 +109,9 @@ if (arg.method === 'qlora') {
   ]);
   await source.close();
   const { graph, layout } = buildTrainStep(sideTrainSpec(shape));
-  const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, initSideNet(shape, 1));
+  const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, initSideNet(shape, 1), {
+    session: SESSION,
+  });
   const rows = (xs: number[]) => Array.from({ length: B }, (_, b) => xs.slice(b * T, (b + 1) * T));
   for (let s = 0; s < arg.steps + 1; s++) {
     const start = performance.now();
