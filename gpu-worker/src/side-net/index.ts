@@ -8,6 +8,7 @@ export { type AdapterCache, AdapterStepper, adapterTensors } from './generate.ts
 export { type SideInputs, type SideOutputs, sideForward } from './graph.ts';
 export { defaultChunk, type LmLossOptions, lmHeadCrossEntropy } from './loss.ts';
 export { initSideNet, type SideParam, sideNetParams } from './params.ts';
+export { prunedSideNetInit } from './prune.ts';
 export {
   buildQloraTrainStep,
   LORA_TARGETS,
@@ -20,3 +21,4 @@ export {
   qloraSpec,
 } from './qlora.ts';
 export { buildSideInferenceGraph, SIDE_IO, type SideTrainOptions, sideTrainSpec } from './steps.ts';
+export * from './trainer/index.ts';
