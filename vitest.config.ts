@@ -1,4 +1,4 @@
-import { cloudflareTest } from '@cloudflare/vitest-pool-workers';
+import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-pool-workers';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -15,10 +15,18 @@ export default defineConfig({
         },
       },
       {
-        plugins: [cloudflareTest({ wrangler: { configPath: './edge/wrangler.jsonc' } })],
+        plugins: [
+          cloudflareTest(async () => ({
+            wrangler: { configPath: './edge/wrangler.jsonc' },
+            // The D1 schema, applied by test/edge/setup.ts in every test file's fresh storage.
+            miniflare: { bindings: { TEST_MIGRATIONS: await readD1Migrations('./edge/migrations') } },
+          })),
+        ],
         test: {
           name: 'edge',
           include: ['test/edge/**/*.test.ts'],
+          setupFiles: ['./test/edge/setup.ts'],
+          testTimeout: 20_000,
         },
       },
     ],

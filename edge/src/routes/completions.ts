@@ -1,0 +1,36 @@
+import { createRoute } from '@hono/zod-openapi';
+import { ChatCompletion, ChatCompletionRequest, CompletionRequest, TextCompletion } from '@ladder/schemas';
+import { complete } from '../inference/generate.ts';
+import { bearer, errorResponses, json, router } from '../lib/openapi.ts';
+
+const streamNote =
+  'With `stream: true`, server-sent events in OpenAI chunk format; the last chunk carries `usage`.';
+
+export function completionRoutes() {
+  const app = router();
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/chat/completions',
+      security: bearer,
+      description: `\`model\` is a backbone or one of your adapters (\`ft:...\`). ${streamNote}`,
+      request: {
+        body: { content: { 'application/json': { schema: ChatCompletionRequest } }, required: true },
+      },
+      responses: { 200: json(ChatCompletion), ...errorResponses },
+    }),
+    async (c) => complete(c.env, c.get('tenant').id, 'chat', c.req.valid('json')) as never,
+  );
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/completions',
+      security: bearer,
+      description: `\`model\` is a backbone or one of your adapters (\`ft:...\`). ${streamNote}`,
+      request: { body: { content: { 'application/json': { schema: CompletionRequest } }, required: true } },
+      responses: { 200: json(TextCompletion), ...errorResponses },
+    }),
+    async (c) => complete(c.env, c.get('tenant').id, 'text', c.req.valid('json')) as never,
+  );
+  return app;
+}

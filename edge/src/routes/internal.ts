@@ -1,0 +1,102 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import { Heartbeat, JobEvent } from '@ladder/schemas';
+import { registry } from '../durable-objects/worker-registry.ts';
+import { applyJobEvent } from '../jobs/events.ts';
+import { ApiException, notFound, unauthorized } from '../lib/errors.ts';
+import { verifyFileUrl } from '../lib/file-urls.ts';
+import { errorResponses, json, router } from '../lib/openapi.ts';
+import { parseJson, verifiedBody } from '../lib/worker-client.ts';
+import { getFile } from '../store/files.ts';
+import { getJob } from '../store/jobs.ts';
+
+/**
+ * What GPU workers call: heartbeats and job callbacks (HMAC-signed, x-ladder-signature), and
+ * the training-file download (a signed, expiring URL the edge handed out in StartJobRequest).
+ * Bodies are read raw (the signature covers the exact bytes), then validated.
+ */
+export function internalRoutes() {
+  const app = router();
+  const signed = { 'x-ladder-signature': z.string(), 'x-ladder-timestamp': z.string() };
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/internal/v1/workers/heartbeat',
+      description: 'A worker registers or refreshes itself; one that misses heartbeats leaves the rotation.',
+      request: {
+        headers: z.object(signed),
+        body: { content: { 'application/json': { schema: Heartbeat } } },
+      },
+      responses: { 200: json(z.object({ ok: z.boolean(), workers: z.number() })), ...errorResponses },
+    }),
+    async (c) => {
+      const hb = Heartbeat.parse(parseJson(await verifiedBody(c.env, c.req.raw)));
+      const { workers } = await registry(c.env).heartbeat(hb, Date.now());
+      return c.json({ ok: true, workers }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/internal/v1/jobs/{job_id}/events',
+      description:
+        'Progress and final events of a job. Idempotent by event_id. The answer carries the job status, so a worker learns of a cancellation.',
+      request: {
+        params: z.object({ job_id: z.string() }),
+        headers: z.object(signed),
+        body: { content: { 'application/json': { schema: JobEvent } } },
+      },
+      responses: {
+        200: json(z.object({ ok: z.boolean(), duplicate: z.boolean(), job_status: z.string() })),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const event = JobEvent.parse(parseJson(await verifiedBody(c.env, c.req.raw)));
+      const { job_id } = c.req.valid('param');
+      if (event.job_id !== job_id) {
+        throw new ApiException(
+          400,
+          `event.job_id ${event.job_id} is not ${job_id}`,
+          'invalid_request_error',
+          'job_mismatch',
+          'job_id',
+        );
+      }
+      const job = await getJob(c.env, event.tenant, job_id);
+      if (!job) throw notFound('fine_tuning_job', job_id, 'job_id');
+      return c.json({ ok: true, ...(await applyJobEvent(c.env, job, event)) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/internal/v1/files/{file_id}/content',
+      request: {
+        params: z.object({ file_id: z.string() }),
+        query: z.object({
+          tenant: z.string().optional(),
+          expires: z.string().optional(),
+          sig: z.string().optional(),
+        }),
+      },
+      responses: { 200: { description: 'The JSONL bytes' }, ...errorResponses },
+    }),
+    async (c) => {
+      const { file_id } = c.req.valid('param');
+      const v = await verifyFileUrl(c.env, file_id, c.req.valid('query'));
+      if (!v.ok) throw unauthorized(`Bad file URL: ${v.reason}.`);
+      const row = await getFile(c.env, v.tenant, file_id);
+      const obj = row && (await c.env.FILES.get(row.r2_key));
+      if (!obj) throw notFound('file', file_id, 'file_id');
+      return c.body(obj.body, 200, {
+        'content-type': 'application/jsonl',
+        'content-length': String(obj.size),
+        'x-ladder-sha256': row.sha256,
+      });
+    },
+  );
+  return app;
+}

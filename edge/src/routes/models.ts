@@ -1,0 +1,80 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import { listOf, ModelObject } from '@ladder/schemas';
+import { config } from '../lib/config.ts';
+import { invalidRequest, notFound } from '../lib/errors.ts';
+import { unixSeconds } from '../lib/ids.ts';
+import { bearer, errorResponses, IdParam, json, router } from '../lib/openapi.ts';
+import { adapterModel, findAdapter, listAdapters } from '../store/adapters.ts';
+
+const backboneModel = (id: string): ModelObject => ({
+  id,
+  object: 'model',
+  created: 0,
+  owned_by: 'ladder',
+  backbone: id,
+  kind: 'backbone',
+});
+
+export function modelRoutes() {
+  const app = router();
+  const ModelParam = IdParam('model');
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/models',
+      security: bearer,
+      responses: { 200: json(listOf(ModelObject)), ...errorResponses },
+    }),
+    async (c) => {
+      const adapters = await listAdapters(c.env, c.get('tenant').id);
+      const data = [...config(c.env).backbones.map(backboneModel), ...adapters.map(adapterModel)];
+      return c.json({ object: 'list' as const, data, has_more: false }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/models/{model}',
+      security: bearer,
+      request: { params: ModelParam },
+      responses: { 200: json(ModelObject), ...errorResponses },
+    }),
+    async (c) => {
+      const id = c.req.valid('param').model as string;
+      if (config(c.env).backbones.includes(id)) return c.json(backboneModel(id), 200);
+      const row = await findAdapter(c.env, c.get('tenant').id, id);
+      if (!row) throw notFound('model', id, 'model');
+      return c.json(adapterModel(row), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/v1/models/{model}',
+      security: bearer,
+      description: "Deletes one of the tenant's adapters (backbones cannot be deleted).",
+      request: { params: ModelParam },
+      responses: {
+        200: json(z.object({ id: z.string(), object: z.literal('model'), deleted: z.boolean() })),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const id = c.req.valid('param').model as string;
+      if (config(c.env).backbones.includes(id))
+        throw invalidRequest('A backbone cannot be deleted.', 'model', 'model_not_deletable');
+      const tenant = c.get('tenant').id;
+      const res = await c.env.DB.prepare(
+        'UPDATE adapters SET deleted_at = ? WHERE tenant_id = ? AND model_id = ? AND deleted_at IS NULL',
+      )
+        .bind(unixSeconds(), tenant, id)
+        .run();
+      if (res.meta.changes === 0) throw notFound('model', id, 'model');
+      return c.json({ id, object: 'model' as const, deleted: true }, 200);
+    },
+  );
+  return app;
+}

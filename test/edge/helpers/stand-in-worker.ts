@@ -1,0 +1,161 @@
+import { SELF } from 'cloudflare:test';
+import { env } from 'cloudflare:workers';
+import {
+  type AdapterManifest,
+  GenerateRequest,
+  type GenerateResponse,
+  type Heartbeat,
+  type JobEvent,
+  StartJobRequest,
+  signRequest,
+  verifyRequest,
+} from '@ladder/schemas';
+import { vi } from 'vitest';
+
+/**
+ * A STAND-IN for a GPU worker (the real one is gpu-worker/, exercised end to end elsewhere). It
+ * speaks the real internal protocol: it verifies the edge's HMAC signatures, parses
+ * StartJobRequest / GenerateRequest with the shared schemas, answers StartJobResponse /
+ * GenerateResponse / GenerateChunk SSE, and sends signed heartbeats and JobEvents back through
+ * the edge's own routes. `down = true` makes it refuse connections like a dead process.
+ */
+export class StandInWorker {
+  readonly url: string;
+  down = false;
+  readonly jobs: StartJobRequest[] = [];
+  readonly generations: GenerateRequest[] = [];
+  readonly rejectedSignatures: string[] = [];
+
+  constructor(
+    readonly id: string,
+    readonly backbone = 'ladder-tiny',
+  ) {
+    this.url = `http://${id}.stand-in.test:9000`;
+  }
+
+  async handle(req: Request): Promise<Response> {
+    if (this.down) throw new TypeError(`fetch failed: connect ECONNREFUSED (stand-in ${this.id} is down)`);
+    const path = new URL(req.url).pathname;
+    const body = await req.text();
+    const v = await verifyRequest(env.WORKER_SIGNING_SECRET, req.method, path, body, req.headers);
+    if (!v.ok) {
+      this.rejectedSignatures.push(v.reason);
+      return Response.json(
+        { error: { message: v.reason, type: 'auth', param: null, code: 'bad_signature' } },
+        { status: 401 },
+      );
+    }
+    if (path === '/internal/v1/jobs') {
+      const start = StartJobRequest.parse(JSON.parse(body));
+      this.jobs.push(start);
+      return Response.json({
+        job_id: start.job_id,
+        status: 'running',
+        resumed_from_step: start.attempt > 1 ? 5 : 0,
+      });
+    }
+    if (path === '/internal/v1/generate') {
+      const gen = GenerateRequest.parse(JSON.parse(body));
+      this.generations.push(gen);
+      const words = ['hello', ' from', ` ${this.id}`];
+      const usage = { prompt_tokens: 7, completion_tokens: words.length };
+      if (!gen.stream) {
+        const out: GenerateResponse = {
+          request_id: gen.request_id,
+          text: words.join(''),
+          finish_reason: 'stop',
+          usage,
+        };
+        return Response.json(out);
+      }
+      const events = words.map((delta, i) =>
+        JSON.stringify({
+          request_id: gen.request_id,
+          delta,
+          finish_reason: i === words.length - 1 ? 'stop' : null,
+          ...(i === words.length - 1 ? { usage } : {}),
+        }),
+      );
+      const sse = `${events.map((e) => `data: ${e}\n\n`).join('')}data: [DONE]\n\n`;
+      return new Response(sse, { headers: { 'content-type': 'text/event-stream' } });
+    }
+    return new Response('not found', { status: 404 });
+  }
+
+  async heartbeat(loaded: string[] = []): Promise<Response> {
+    const hb: Heartbeat = {
+      worker_id: this.id,
+      url: this.url,
+      backbone: { name: this.backbone, fingerprint: 'a'.repeat(64) },
+      capacity: { queue_depth: 0, max_queue: 8, running_jobs: this.jobs.length },
+      loaded_adapters: loaded,
+    };
+    return signedPost('/internal/v1/workers/heartbeat', hb);
+  }
+
+  /** A signed JobEvent to the callback URL the edge gave this worker. */
+  async sendEvent(start: StartJobRequest, event: Partial<JobEvent> & Pick<JobEvent, 'event_id' | 'type'>) {
+    const full = {
+      job_id: start.job_id,
+      tenant: start.tenant,
+      created_at: new Date().toISOString(),
+      ...event,
+    };
+    return signedPost(new URL(start.callback_url).pathname, full);
+  }
+}
+
+export async function signedPost(
+  path: string,
+  body: unknown,
+  secret = env.WORKER_SIGNING_SECRET,
+): Promise<Response> {
+  const text = JSON.stringify(body);
+  const headers = await signRequest(secret, 'POST', path, text);
+  return SELF.fetch(`https://edge.test${path}`, {
+    method: 'POST',
+    body: text,
+    headers: { ...headers, 'content-type': 'application/json' },
+  });
+}
+
+/** Routes the edge's outbound fetches to the stand-ins by host; anything else is unreachable. */
+export function interceptWorkers(...workers: StandInWorker[]) {
+  const byHost = new Map(workers.map((w) => [new URL(w.url).host, w]));
+  return vi.spyOn(globalThis, 'fetch').mockImplementation(async (input, init) => {
+    const req = new Request(input as RequestInfo, init);
+    const w = byHost.get(new URL(req.url).host);
+    if (!w) throw new TypeError(`fetch failed: no route to ${req.url}`);
+    return w.handle(req);
+  });
+}
+
+export function manifestFor(start: StartJobRequest, adapterId = `adp-${start.job_id}`): AdapterManifest {
+  return {
+    format: 'ladder.adapter',
+    format_version: 1,
+    adapter_id: adapterId,
+    tenant: start.tenant,
+    name: start.suffix ?? 'adapter',
+    version: 1,
+    created_at: new Date().toISOString(),
+    backbone: { name: 'ladder-tiny', fingerprint: 'a'.repeat(64) },
+    side_net: {
+      reduction_factor: 8,
+      taps: [1, 2],
+      free: 0,
+      gate: 'vector',
+      init: 'random',
+      side_heads: 2,
+      dropout: 0,
+    },
+    tensors: [{ name: 'up.weight', dtype: 'F32', shape: [4, 4] }],
+    weights: { format: 'safetensors', sha256: 'b'.repeat(64), size_bytes: 64 },
+    training: {
+      job_id: start.job_id,
+      steps: 10,
+      tokens: 1234,
+      final_losses: { train: 0.5, validation: null },
+    },
+  };
+}
