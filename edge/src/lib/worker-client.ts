@@ -1,4 +1,5 @@
 import { signRequest, verifyRequest } from '@ladder/schemas';
+import type { HonoRequest } from 'hono';
 import { config } from './config.ts';
 import { ApiException, unauthorized } from './errors.ts';
 
@@ -37,14 +38,14 @@ export async function signedFetch(
 }
 
 /** Reads and verifies a signed request from a worker; returns its raw body text. */
-export async function verifiedBody(env: Env, req: Request): Promise<string> {
+export async function verifiedBody(env: Env, req: HonoRequest): Promise<string> {
   const body = await req.text();
   const v = await verifyRequest(
     config(env).signingSecret,
     req.method,
     new URL(req.url).pathname,
     body,
-    req.headers,
+    req.raw.headers,
   );
   if (!v.ok) throw unauthorized(`Bad request signature: ${v.reason}.`);
   return body;
