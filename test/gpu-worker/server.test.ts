@@ -21,9 +21,19 @@ describe('gpu-worker over real HTTP on 127.0.0.1', () => {
   });
 
   it('answers unknown routes with an OpenAI-shaped 404', async () => {
-    const res = await fetch(`${worker.url}/internal/nope`);
+    const res = await fetch(`${worker.url}/nope`);
     expect(res.status).toBe(404);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('not_found');
+  });
+
+  it('refuses unsigned internal requests before routing them', async () => {
+    expect((await fetch(`${worker.url}/internal/nope`)).status).toBe(401);
+  });
+
+  it('is not ready without a backbone', async () => {
+    const res = await fetch(`${worker.url}/readyz`);
+    expect(res.status).toBe(503);
+    expect(await res.text()).toMatch(/LADDER_BACKBONE_DIR/);
   });
 });
 

@@ -1,0 +1,40 @@
+import { SafeId, StartJobRequest, StartJobResponse } from '@ladder/schemas';
+import type { Hono } from 'hono';
+import { JobRefusedError, type JobRunner } from '../../jobs/index.ts';
+import { HttpError, parseBody } from '../errors.ts';
+
+const STATUS = { invalid_side_net: 400, insufficient_memory: 422, job_conflict: 409 } as const;
+
+function jobId(raw: string): string {
+  const parsed = SafeId.safeParse(raw);
+  if (!parsed.success)
+    throw new HttpError(400, `job id: ${parsed.error.issues[0]?.message}`, 'invalid_request');
+  return parsed.data;
+}
+
+/** POST /internal/v1/jobs (idempotent by job id), GET /internal/v1/jobs/:id, POST .../cancel. */
+export function jobRoutes(app: Hono, jobs: () => JobRunner) {
+  app.post('/internal/v1/jobs', async (c) => {
+    const req = await parseBody(c, StartJobRequest);
+    try {
+      return c.json(StartJobResponse.parse(await jobs().start(req)));
+    } catch (e) {
+      if (e instanceof JobRefusedError) throw new HttpError(STATUS[e.code], e.message, e.code);
+      throw e;
+    }
+  });
+
+  app.get('/internal/v1/jobs/:id', (c) => {
+    const id = jobId(c.req.param('id'));
+    const view = jobs().status(id);
+    if (!view) throw new HttpError(404, `no job ${id} on this worker`, 'job_not_found');
+    return c.json(view);
+  });
+
+  app.post('/internal/v1/jobs/:id/cancel', (c) => {
+    const id = jobId(c.req.param('id'));
+    const view = jobs().cancel(id);
+    if (!view) throw new HttpError(404, `no job ${id} on this worker`, 'job_not_found');
+    return c.json(view);
+  });
+}
