@@ -24,10 +24,8 @@ export function internalRoutes() {
       method: 'post',
       path: '/internal/v1/workers/heartbeat',
       description: 'A worker registers or refreshes itself; one that misses heartbeats leaves the rotation.',
-      request: {
-        headers: z.object(signed),
-        body: { content: { 'application/json': { schema: Heartbeat } } },
-      },
+      // The body (a Heartbeat) is read raw: the signature covers its exact bytes.
+      request: { headers: z.object(signed) },
       responses: { 200: json(z.object({ ok: z.boolean(), workers: z.number() })), ...errorResponses },
     }),
     async (c) => {
