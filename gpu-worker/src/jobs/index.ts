@@ -1,0 +1,4 @@
+export { EVENT_POSTER_DEFAULTS, type EventPosterOptions, postEvent, postWithRetries } from './events.ts';
+export { estimateTrainingMemory, type TrainingMemoryEstimate } from './memory.ts';
+export { JobRecord, JobRecordStore } from './records.ts';
+export { JobRefusedError, JobRunner, type JobRunnerConfig, type JobView } from './runner.ts';
