@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type JobEvent, StartJobResponse } from '../../../schemas/index.ts';
 import { writeTinyCheckpoint } from '../../helpers/tiny-checkpoint.ts';
-import { metric, StandInEdge, signed, spawnWorker, type WorkerProcess } from './helpers.ts';
+import { metric, StandInEdge, signed, spawnWorker } from './helpers.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ladder-jobs-'));
 let edge: StandInEdge;
