@@ -18,8 +18,14 @@ export default defineConfig({
         plugins: [
           cloudflareTest(async () => ({
             wrangler: { configPath: './edge/wrangler.jsonc' },
-            // The D1 schema, applied by test/edge/setup.ts in every test file's fresh storage.
-            miniflare: { bindings: { TEST_MIGRATIONS: await readD1Migrations('./edge/migrations') } },
+            miniflare: {
+              bindings: {
+                // The D1 schema, applied by test/edge/setup.ts in every test file's fresh storage.
+                TEST_MIGRATIONS: await readD1Migrations('./edge/migrations'),
+                // A small upload limit, so the size check is testable without 50 MB bodies.
+                FILE_MAX_BYTES: 64 * 1024,
+              },
+            },
           })),
         ],
         test: {

@@ -1,3 +1,4 @@
+import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { type ApiErrorBody, CHAT_JSONL, call, json, newTenant, uploadFile } from './helpers/api.ts';
 
@@ -46,6 +47,20 @@ describe('files', () => {
     expect(err.error.message).toContain('line 3: not valid JSON');
     expect(err.error.message).toContain('line 4: messages.0.role');
     expect((await json<{ data: unknown[] }>(await call('/v1/files', { key: t.key }))).data).toEqual([]);
+  });
+
+  it('refuses a file over the size limit with 413', async () => {
+    const t = await newTenant();
+    const line = JSON.stringify({ prompt: 'p', completion: 'x'.repeat(1000) });
+    const big = Array.from({ length: Math.ceil(env.FILE_MAX_BYTES / line.length) + 1 }, () => line).join(
+      '\n',
+    );
+    const res = await call('/v1/files?purpose=fine-tune', {
+      key: t.key,
+      body: big,
+      headers: { 'content-type': 'application/jsonl' },
+    });
+    expect((await json<ApiErrorBody>(res, 413)).error.code).toBe('file_too_large');
   });
 
   it('refuses a wrong purpose and a missing key', async () => {
