@@ -148,6 +148,14 @@ export class TrainRunner {
     return this.read(this.layout.params.map((p) => p.name));
   }
 
+  /**
+   * The current parameter tensors themselves, no copy (to feed an evaluation model). An update
+   * replaces them with its outputs and never writes into them, so they stay valid as they are.
+   */
+  paramTensors(): Record<string, ort.Tensor> {
+    return Object.fromEntries(this.layout.params.map((p) => [p.name, this.state.get(p.name)!]));
+  }
+
   /** A copy of parameters and Adam moments (for a checkpoint; resume with `startStep`). */
   optimizerState(): Record<string, StateArray> {
     return this.read(this.layout.params.flatMap((p) => [p.name, p.m, p.v]));
