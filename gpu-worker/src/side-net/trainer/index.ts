@@ -1,0 +1,36 @@
+export {
+  ActivationCache,
+  type ActivationCacheOptions,
+  type ActivationCacheReport,
+  activationBytes,
+} from './activation-cache.ts';
+export { type BackboneBuildChoice, BackbonePass, loadLmHead } from './backbone-pass.ts';
+export {
+  CHECKPOINT_FORMAT,
+  type CheckpointContents,
+  decodeCheckpoint,
+  encodeCheckpoint,
+} from './checkpoint.ts';
+export { type EvalContext, evaluateClassification, evaluateLoss, SideEvaluator } from './evaluate.ts';
+export { decodeHalf, encodeHalf, fromHalfBits, HALF_MAX, toHalfBits } from './fp16.ts';
+export {
+  type CheckpointPolicy,
+  checkExamples,
+  HYPERPARAMETER_DEFAULTS,
+  resolveHyperparameters,
+  type SideNetChoice,
+  sideNetInput,
+  type TrainHyperparameters,
+  type TrainProgress,
+  type TrainSideNetOptions,
+} from './options.ts';
+export {
+  manifestTraining,
+  TrainingAbortedError,
+  type TrainResult,
+  type TrainSummary,
+  toAdapterWeights,
+} from './result.ts';
+export { type LrSchedule, learningRateAt, type Warmup, warmupSteps } from './schedule.ts';
+export { type CheckpointSink, checkpointStoreSink, directorySink, type SavedCheckpoint } from './sinks.ts';
+export { trainSideNet } from './train.ts';
