@@ -24,6 +24,7 @@ import {
   adapterTensors,
   BackbonePass,
   buildSideInferenceGraph,
+  type CheckpointSink,
   checkpointStoreSink,
   decodeHalf,
   directorySink,
@@ -33,6 +34,8 @@ import {
   loadLmHead,
   manifestTraining,
   resolveSideNet,
+  SideEvaluator,
+  sideNetParams,
   TrainingAbortedError,
   type TrainProgress,
   type TrainResult,
@@ -141,6 +144,12 @@ async function complete(result: TrainResult, weights: Record<string, Float32Arra
   await Promise.all([pass.dispose(), side.dispose()]);
   return out.map((r) => r.text ?? '');
 }
+
+const range = (from: number, to: number) =>
+  Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
+
+const paramShape = (result: TrainResult, name: string) =>
+  sideNetParams(result.shape).find((p) => p.name === name)!.shape;
 
 const exactMatch = (got: string[], want: string[]) =>
   got.filter((g, i) => g === want[i]).length / want.length;
@@ -280,6 +289,25 @@ describe('training LST and xLadder side nets', () => {
     expect(acc.total).toBe(validation.length);
     expect(acc.accuracy).toBeGreaterThanOrEqual(0.95);
     expect(result.summary.finalEvalLoss!).toBeLessThan(0.3);
+
+    // The two evaluation models agree: per-row sums of the scoring model's token losses (the
+    // gathered rows through the full head) add up to the chunked loss model's mean x targets.
+    const evaluator = await SideEvaluator.create(
+      result.shape,
+      f32(await loadLmHead(ckpt.dir, ckpt.config), [ckpt.config.vocabSize, 64]),
+      { session },
+    );
+    const pass = await BackbonePass.open(ckpt.dir, buildCacheDir, result.shape, {}, session);
+    const params = Object.fromEntries(
+      Object.entries(result.params).map(([n, w]) => [n, f32(w, paramShape(result, n))]),
+    );
+    const batch = collate(validation, [0, 5, 9, 20], tok.padTokenId!);
+    const backbone = await pass.run(batch);
+    const rows = await evaluator.rowLosses(params, batch, backbone);
+    const mean = await evaluator.loss(params, batch, backbone);
+    expect(rows.reduce((a, b) => a + b, 0) / batch.targets).toBeCloseTo(mean, 5);
+    await Promise.all([evaluator.dispose(), pass.dispose()]);
+
     const got = await complete(
       result,
       result.params,
@@ -328,51 +356,65 @@ describe('checkpoints and resume', () => {
       expect(p.lr).toBeCloseTo(want, 12);
     });
 
-    const sinkDir = join(root, 'ckpt-resume');
-    const controller = new AbortController();
-    const first = train({
-      train: examples,
-      sideNet,
-      hyperparameters,
-      activationCache: cache('c-first'),
-      checkpoint: { sink: directorySink(sinkDir), everySteps: 3 },
-      signal: controller.signal,
-      onProgress: (p) => {
-        if (p.step === 4) controller.abort(new Error('preempted')); // inside epoch 3 (0-based 2)
-      },
-    });
-    const err = await first.catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(TrainingAbortedError);
-    expect(err).toMatchObject({ step: 4, checkpointStep: 4 });
-    // Resume on "another machine": the activation cache starts empty and is rebuilt from epoch 0's batches.
-    const resumed = await train({
-      train: examples,
-      sideNet,
-      hyperparameters,
-      activationCache: cache('c-second'),
-      checkpoint: { sink: directorySink(sinkDir), everySteps: 3 },
-    });
-    expect(resumed.result.summary.resumedFromStep).toBe(4);
-    expect(resumed.progress.map((p) => p.step)).toEqual(Array.from({ length: T - 4 }, (_, i) => i + 5));
-    expect(resumed.losses).toEqual(whole.losses.slice(4));
-    for (const [name, w] of Object.entries(whole.result.params))
-      expect(resumed.result.params[name]).toEqual(w);
-    expect(resumed.result.summary.tokensSeen).toBe(whole.result.summary.tokensSeen);
-    expect(resumed.result.summary.finalTrainLoss).toBe(whole.result.summary.finalTrainLoss);
-    expect(resumed.result.summary.notes).toEqual([]);
-    // Saved every 3 updates, on the abort and at the end; the newest two kept.
-    const steps = [
-      ...new Set([
-        3,
-        4,
-        ...Array.from({ length: T }, (_, i) => i + 1).filter((t) => t > 4 && t % 3 === 0),
-        T,
-      ]),
-    ];
-    expect(readdirSync(sinkDir).filter((f) => f.endsWith('.ckpt'))).toEqual(
-      steps.slice(-2).map((t) => `step-${String(t).padStart(12, '0')}.ckpt`),
-    );
-    expect(existsSync(join(root, 'c-second', 'activations.f16'))).toBe(false); // removed when done
+    // Stopped inside epoch 1 (the cache half written, found unsealed by the resumed run in the
+    // same folder) and inside epoch 3 (resumed "on another machine": an empty cache folder, so
+    // epoch 1's batches are run again to rebuild it).
+    for (const [stopAt, firstDir, secondDir] of [
+      [1, 'c-a', 'c-a'],
+      [4, 'c-b', 'c-b2'],
+    ] as const) {
+      const sinkDir = join(root, `ckpt-resume-${stopAt}`);
+      const savedSteps: number[] = [];
+      const sink = (): CheckpointSink => {
+        const inner = directorySink(sinkDir);
+        return {
+          loadLatest: () => inner.loadLatest(),
+          save: async (step, data, meta) => {
+            savedSteps.push(step);
+            await inner.save(step, data, meta);
+          },
+        };
+      };
+      const controller = new AbortController();
+      const err = await train({
+        train: examples,
+        sideNet,
+        hyperparameters,
+        activationCache: cache(firstDir),
+        checkpoint: { sink: sink(), everySteps: 3 },
+        signal: controller.signal,
+        onProgress: (p) => {
+          if (p.step === stopAt) controller.abort(new Error('preempted'));
+        },
+      }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TrainingAbortedError);
+      expect(err).toMatchObject({ step: stopAt, checkpointStep: stopAt });
+      const resumed = await train({
+        train: examples,
+        sideNet,
+        hyperparameters,
+        activationCache: cache(secondDir),
+        checkpoint: { sink: sink(), everySteps: 3 },
+      });
+      expect(resumed.result.summary.resumedFromStep).toBe(stopAt);
+      expect(resumed.progress.map((p) => p.step)).toEqual(range(stopAt + 1, T));
+      expect(resumed.losses).toEqual(whole.losses.slice(stopAt));
+      for (const [name, w] of Object.entries(whole.result.params))
+        expect(resumed.result.params[name]).toEqual(w);
+      expect(resumed.result.summary.tokensSeen).toBe(whole.result.summary.tokensSeen);
+      expect(resumed.result.summary.finalTrainLoss).toBe(whole.result.summary.finalTrainLoss);
+      expect(resumed.result.summary.activationCache.used).toBe(true);
+      expect(resumed.result.summary.notes).toEqual([]);
+      // Saved every 3 updates, on the abort and at the end; the directory keeps the newest two.
+      const want = [...new Set([...range(1, stopAt).filter((t) => t % 3 === 0), stopAt])];
+      want.push(...range(stopAt + 1, T).filter((t) => t % 3 === 0 && t !== stopAt));
+      if (want.at(-1) !== T) want.push(T);
+      expect(savedSteps).toEqual(want);
+      expect(readdirSync(sinkDir).filter((f) => f.endsWith('.ckpt'))).toEqual(
+        want.slice(-2).map((t) => `step-${String(t).padStart(12, '0')}.ckpt`),
+      );
+      expect(existsSync(join(root, secondDir, 'activations.f16'))).toBe(false); // removed when done
+    }
 
     // A checkpoint of another run is refused, not silently continued.
     await expect(
@@ -380,12 +422,12 @@ describe('checkpoints and resume', () => {
         train: examples,
         sideNet,
         hyperparameters: { ...hyperparameters, learningRate: 1e-3 },
-        checkpoint: { sink: directorySink(sinkDir) },
+        checkpoint: { sink: directorySink(join(root, 'ckpt-resume-4')) },
       }),
     ).rejects.toThrow(/another run/);
   });
 
-  it('checkpoints through an AdapterStore (latest pointer, verified bytes)', async () => {
+  it('checkpoints through an AdapterStore (latest pointer, verified bytes), by elapsed time', async () => {
     const { examples } = recall(8);
     const store = new FsAdapterStore({ tenant: 'acme', dataDir: join(root, 'store-ckpt') });
     const sink = checkpointStoreSink(store, 'job-1');
@@ -394,10 +436,11 @@ describe('checkpoints and resume', () => {
     const { result, losses } = await train({
       train: examples,
       hyperparameters: hp,
-      checkpoint: { sink, everySteps: 2 },
+      checkpoint: { sink, everySeconds: 0 }, // 0 s: due after every update
     });
     const latest = await store.checkpoints.latest('job-1');
     expect(latest?.record.step).toBe(result.summary.steps);
+    expect(await store.checkpoints.steps('job-1')).toEqual([result.summary.steps - 1, result.summary.steps]); // keeps 2
     // Resuming a finished run goes straight to the end with the same weights.
     const again = await train({ train: examples, hyperparameters: hp, checkpoint: { sink } });
     expect(again.progress).toEqual([]);
@@ -442,10 +485,17 @@ describe('the activation cache', () => {
     }
     // A sealed cache with the same key is found again; another key starts afresh.
     cache.close();
-    expect(ActivationCache.open(join(root, 'c-unit'), 'k', pass.names, shape.d, lengths).complete).toBe(true);
-    expect(ActivationCache.open(join(root, 'c-unit'), 'other', pass.names, shape.d, lengths).complete).toBe(
-      false,
-    );
+    const again = ActivationCache.open(join(root, 'c-unit'), 'k', pass.names, shape.d, lengths);
+    expect(again.complete).toBe(true);
+    again.close();
+    const fresh = ActivationCache.open(join(root, 'c-unit'), 'other', pass.names, shape.d, lengths);
+    expect(fresh.complete).toBe(false);
+    // A value fp16 cannot hold is refused (the trainer then recomputes the backbone instead).
+    const b = collate(examples, [3], pad);
+    const out = await pass.run(b);
+    (out[pass.names[1]!]!.data as Float32Array)[7] = 70000;
+    expect(fresh.capture(b, out)).toMatch(/tap\.2 of training example 3 holds 70000, past fp16's range/);
+    fresh.remove();
     await pass.dispose();
   });
 
