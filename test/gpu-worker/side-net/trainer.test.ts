@@ -8,6 +8,7 @@ import {
   type BackboneTokenizer,
   generate,
   loadTokenizer,
+  openCheckpoint,
 } from '../../../gpu-worker/src/backbone/index.ts';
 import { toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
 import { createSession, f32 } from '../../../gpu-worker/src/runtime/index.ts';
@@ -33,6 +34,7 @@ import {
   learningRateAt,
   loadLmHead,
   manifestTraining,
+  prunedSideNetInit,
   resolveSideNet,
   SideEvaluator,
   sideNetParams,
@@ -322,6 +324,29 @@ describe('training LST and xLadder side nets', () => {
   });
 });
 
+describe('initialisation', () => {
+  it("config init 'pruned' starts from the backbone's pruned blocks; both inits start at the backbone", async () => {
+    const { examples } = recall(8);
+    const hp = { epochs: 1, learningRate: 1e-7, tokenBudget: 32 }; // two updates of at most ~1e-7 each
+    const overrides = { reduction_factor: 2, init: 'pruned' } as const;
+    const pruned = await train({
+      train: examples,
+      hyperparameters: hp,
+      sideNet: { preset: 'lst', overrides },
+    });
+    const random = await train({ train: examples, hyperparameters: hp });
+    expect(pruned.losses[0]).toBe(random.losses[0]); // Up = 0: step 0 is the backbone either way
+    const source = await openCheckpoint(ckpt.dir);
+    const want = await prunedSideNetInit(pruned.result.shape, ckpt.config, source, 0);
+    await source.close();
+    for (const name of ['layers.0.wq', 'layers.2.w_down', 'down.1.weight']) {
+      const got = pruned.result.params[name]!;
+      expect(Math.max(...got.map((v, i) => Math.abs(v - want[name]![i]!)))).toBeLessThan(1e-6);
+      expect(got).not.toEqual(random.result.params[name]);
+    }
+  });
+});
+
 describe('checkpoints and resume', () => {
   // Dropout, two micro-batches per update (updates straddle epochs) and the activation cache:
   // everything a resume has to restore.
@@ -520,7 +545,7 @@ describe('the activation cache', () => {
     expect(cached.losses.slice(0, perEpoch)).toEqual(plain.losses.slice(0, perEpoch)); // epoch 1: the backbone itself
     expect(cached.losses.slice(perEpoch)).not.toEqual(plain.losses.slice(perEpoch)); // later: fp16 inputs
     cached.losses.forEach((l, i) => {
-      expect(Math.abs(l - plain.losses[i]!)).toBeLessThan(2e-3 * plain.losses[i]!);
+      expect(Math.abs(l - plain.losses[i]!)).toBeLessThan(1e-4 * plain.losses[i]!); // measured: <= 7e-6
     });
 
     const over = await train({

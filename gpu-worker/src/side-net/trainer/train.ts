@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { loadConfig } from '../../backbone/checkpoint/index.ts';
+import { loadConfig, openCheckpoint } from '../../backbone/checkpoint/index.ts';
 import { loadTokenizer } from '../../backbone/tokenizer/index.ts';
+import type { BackboneConfig } from '../../backbone/types.ts';
 import { buildGradAccumulation, buildTrainStep, toModelBytes } from '../../graph/index.ts';
 import { f32, i64, type Tensor, type TrainModels, TrainRunner } from '../../runtime/index.ts';
 import { resolveSideNet, type SideNetShape } from '../config.ts';
 import { type Batch, BatchLoader, mixSeed, type TrainingExample } from '../data/index.ts';
 import { initSideNet, sideNetParams } from '../params.ts';
+import { prunedSideNetInit } from '../prune.ts';
 import { SIDE_IO, sideTrainSpec } from '../steps.ts';
 import { ActivationSource } from './activations.ts';
 import { BackbonePass, loadLmHead } from './backbone-pass.ts';
@@ -84,7 +86,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       epochLoss: { epoch: 0, sum: 0, targets: 0 },
       activationCacheUsed: null,
     };
-    let initial = initSideNet(shape, mixSeed(hp.seed, STREAM.init));
+    let initial: Record<string, Float32Array> | undefined;
     const saved = await opts.checkpoint?.sink.loadLatest();
     if (saved) {
       const ck = decodeCheckpoint(saved.data, `checkpoint step ${saved.step}`);
@@ -103,6 +105,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       initial = ck.tensors;
     }
     const resumedFromStep = saved ? state.step : null;
+    initial ??= await initialWeights(opts.modelDir, shape, config, mixSeed(hp.seed, STREAM.init));
 
     const models = trainModels(shape, hp);
     const runner = await TrainRunner.create(models, initial, {
@@ -243,6 +246,22 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
     };
   } finally {
     for (const dispose of disposers.reverse()) await dispose();
+  }
+}
+
+/** Fresh side-net weights: random, or pruned from the tapped backbone blocks (config.init). */
+async function initialWeights(
+  modelDir: string,
+  shape: SideNetShape,
+  config: BackboneConfig,
+  seed: number,
+): Promise<Record<string, Float32Array>> {
+  if (shape.config.init !== 'pruned') return initSideNet(shape, seed);
+  const source = await openCheckpoint(modelDir);
+  try {
+    return await prunedSideNetInit(shape, config, source, seed);
+  } finally {
+    await source.close();
   }
 }
 
