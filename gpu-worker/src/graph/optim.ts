@@ -23,7 +23,7 @@ export interface AdamWOptions {
 
 // Judged per path segment (split on `.` and `/`), so `mlp.gate_proj.weight` still decays.
 const NORM = /norm|^ln(\d+|_\w*)?$/i; // input_layernorm, norm1, ln_f, ln2
-const GATE = /(^|_)gates?\d*$/i; // gate, side_gate, gates
+const GATE = /^(side_|ladder_)?gates?\d*$/i; // gate, side_gate, gates; not w_gate (a projection)
 const BIAS = /(^|_)bias$|^b\d*$/i; // bias, q_bias, b, b2
 
 /** The default decay predicate: every parameter except normalisation gains, gates and biases. */

@@ -61,8 +61,13 @@ export function sideForward(
     if (!v) throw new Error(`side net: tap ${t} is not an input`);
     return v;
   };
-  const drop = (x: Value, name: string) =>
-    inp.dropoutSeed && s.config.dropout > 0 ? dropout(x, s.config.dropout, inp.dropoutSeed, { name }) : x;
+  // Each dropout site draws its own mask: the step's seed offset by the site's number.
+  let sites = 0;
+  const drop = (x: Value, name: string) => {
+    if (!inp.dropoutSeed || s.config.dropout === 0) return x;
+    const site = add(inp.dropoutSeed, g.scalar(1_000_003 * ++sites, 'int64'), `${name}_seed`);
+    return dropout(x, s.config.dropout, site, { name });
+  };
 
   return g.scope('side', () => {
     const b0 = tap(0);

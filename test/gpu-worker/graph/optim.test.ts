@@ -184,9 +184,24 @@ describe('AdamW as graph ops matches a plain TypeScript AdamW (float32, atol 1e-
 
 describe('AdamW options', () => {
   it('spares norms, gates and biases from weight decay by default', () => {
-    for (const n of ['fc.bias', 'layers.0.input_layernorm.weight', 'ln_f.weight', 'norm1', 'side.gate', 'b2'])
+    for (const n of [
+      'fc.bias',
+      'layers.0.input_layernorm.weight',
+      'ln_f.weight',
+      'norm1',
+      'side.gate',
+      'layers.3.gate',
+      'b2',
+    ])
       expect(decaysByDefault(n), n).toBe(false);
-    for (const n of ['fc.weight', 'layers.0.mlp.gate_proj.weight', 'w1', 'embed_tokens.weight', 'lm_head'])
+    for (const n of [
+      'fc.weight',
+      'layers.0.mlp.gate_proj.weight',
+      'layers.0.w_gate',
+      'w1',
+      'embed_tokens.weight',
+      'lm_head',
+    ])
       expect(decaysByDefault(n), n).toBe(true);
   });
 
