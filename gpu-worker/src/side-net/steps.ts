@@ -67,6 +67,16 @@ export function buildSideInferenceGraph(s: SideNetShape): Graph {
   const g = new Graph({ name: 'side-net-step' });
   const params: Record<string, Value> = {};
   for (const p of sideNetParams(s)) params[p.name] = g.input(SIDE_IO.param(p.name), 'float32', p.shape);
+  sideDecodeStep(g, s, params);
+  return g;
+}
+
+/**
+ * The body every decoding graph shares, whatever feeds the weights (one adapter's inputs, or
+ * per-row slices of a stack): backbone taps, side caches and the head in; the last position's
+ * logits through ONE LM-head product for all rows, and the side caches out.
+ */
+export function sideDecodeStep(g: Graph, s: SideNetShape, params: Record<string, Value>): void {
   const taps = new Map(s.taps.map((t) => [t, g.input(SIDE_IO.tap(t), 'float32', ['batch', 'seq', s.d])]));
   const finalHidden = g.input(SIDE_IO.finalHidden, 'float32', ['batch', 'seq', s.d]);
   const head = g.input(SIDE_IO.lmHead, 'float32', [s.vocab, s.d]);
@@ -80,7 +90,10 @@ export function buildSideInferenceGraph(s: SideNetShape): Graph {
   const { out, present } = sideForward(g, s, params, { taps, finalHidden, mask, positions, past });
   const logits = g.scope('lm_head', () => matmul(lastPosition(out), head, { transB: true })); // (B, 1, V)
   g.output(logits, SIDE_IO.logits);
-  for (const [j, k] of present.keys.entries()) g.output(k, SIDE_IO.presentKey(j));
-  for (const [j, v] of present.values.entries()) g.output(v, SIDE_IO.presentValue(j));
-  return g;
+  present.keys.forEach((k, j) => {
+    g.output(k, SIDE_IO.presentKey(j));
+  });
+  present.values.forEach((v, j) => {
+    g.output(v, SIDE_IO.presentValue(j));
+  });
 }
