@@ -22,6 +22,8 @@ import { writeTinyCheckpoint } from '../test/helpers/tiny-checkpoint.ts';
 
 const ADAPTERS = 32;
 const MAX_TOKENS = Number(process.env.BENCH_TOKENS ?? 24);
+/** Single and mixed runs alternate this many times; medians are reported (CPU noise). */
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 const dims = { hidden: 256, layers: 6, heads: 4, kvHeads: 2, intermediate: 768, vocab: 2048 };
 
 const root = mkdtempSync(join(tmpdir(), 'ladder-bench-serving-'));
@@ -79,6 +81,7 @@ try {
     const leases: Lease<ReadyAdapter>[] = await Promise.all(
       Array.from({ length: ADAPTERS }, (_, i) => acquireAdapter(cache, pick(i))),
     );
+    const before = { ...model.counters };
     const t0 = performance.now();
     const outs = await Promise.all(
       leases.map((adapter, i) =>
@@ -95,12 +98,23 @@ try {
     const seconds = (performance.now() - t0) / 1000;
     await scheduler.close();
     const tokens = outs.reduce((n, o) => n + o.tokens.length, 0);
-    return { tokensPerS: tokens / seconds, ttft: metrics.ttft, steps: model.counters.decodeSteps };
+    const steps = model.counters.decodeSteps - before.decodeSteps;
+    const prefills = model.counters.prefillRuns - before.prefillRuns;
+    const sidePasses = model.counters.sidePasses - before.sidePasses;
+    return { tokensPerS: tokens / seconds, ttft: metrics.ttft, steps, prefills, sidePasses };
   }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
   await load(ADAPTERS, (i) => refs[i]!); // warm-up: sessions, caches, allocator
-  const single = await load(ADAPTERS, () => refs[0]!);
-  const mixed = await load(ADAPTERS, (i) => refs[i]!);
+  await load(ADAPTERS, () => refs[0]!);
+  const singles: Awaited<ReturnType<typeof load>>[] = [];
+  const mixes: Awaited<ReturnType<typeof load>>[] = [];
+  for (let r = 0; r < REPEATS; r++) {
+    singles.push(await load(ADAPTERS, () => refs[0]!));
+    mixes.push(await load(ADAPTERS, (i) => refs[i]!));
+  }
+  const single = { tokensPerS: median(singles.map((x) => x.tokensPerS)) };
+  const mixed = { ...mixes.at(-1)!, tokensPerS: median(mixes.map((x) => x.tokensPerS)) };
   const separate = await load(1, (i) => refs[i]!);
 
   const longPrompt = { text: 'Hello World the cat is on the mat and '.repeat(12) };
@@ -114,17 +128,28 @@ try {
       adapters: refs.slice(0, k),
     };
     await scoreWithAdapters(model, gate, req, leases); // warm
-    const times: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      const t0 = performance.now();
-      await scoreWithAdapters(model, gate, req, leases);
-      times.push(performance.now() - t0);
-    }
-    for (const l of leases) l.release();
-    return times.sort((a, b) => a - b)[2]!;
+    return {
+      once: async () => {
+        const t0 = performance.now();
+        await scoreWithAdapters(model, gate, req, leases);
+        return performance.now() - t0;
+      },
+      release: () => {
+        for (const l of leases) l.release();
+      },
+    };
   };
-  const k1 = await scoreTime(1);
-  const k8 = await scoreTime(8);
+  const [score1, score8] = [await scoreTime(1), await scoreTime(8)];
+  const t1: number[] = [];
+  const t8: number[] = [];
+  for (let i = 0; i < 5 * REPEATS; i++) {
+    t1.push(await score1.once());
+    t8.push(await score8.once());
+  }
+  score1.release();
+  score8.release();
+  const k1 = median(t1);
+  const k8 = median(t8);
 
   const result = {
     backbone: { ...dims, linear: 'int4 MatMulNBits' },
@@ -134,6 +159,9 @@ try {
     tokens_per_s_32_adapters: Number(mixed.tokensPerS.toFixed(1)),
     mixed_over_single: Number((mixed.tokensPerS / single.tokensPerS).toFixed(3)),
     tokens_per_s_32_adapters_separate_passes: Number(separate.tokensPerS.toFixed(1)),
+    /** Side-net session runs per backbone run (prefill or decode step) with 32 adapters mixed. */
+    side_passes_per_step_32_adapters: Number((mixed.sidePasses / (mixed.steps + mixed.prefills)).toFixed(2)),
+    adapter_stack_builds: model.stacks.stats.builds,
     score_ms_k1: Number(k1.toFixed(2)),
     score_ms_k8: Number(k8.toFixed(2)),
     shared_prefill_k8_over_k1: Number((k8 / k1).toFixed(3)),

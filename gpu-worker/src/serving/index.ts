@@ -103,6 +103,18 @@ export async function openServing(
   r.collect('ladder_backbone_prefill_runs_total', 'Prefill backbone runs', 'counter', () => c.prefillRuns);
   r.collect('ladder_backbone_score_runs_total', 'Score backbone runs', 'counter', () => c.scoreRuns);
   r.collect(
+    'ladder_side_passes_total',
+    'Side-net session runs: one per side shape per decode step, prefill or score',
+    'counter',
+    () => c.sidePasses,
+  );
+  r.collect(
+    'ladder_adapter_stack_builds_total',
+    'Adapter weight stacks built (the adapter set of a batch or score request changed)',
+    'counter',
+    () => model.stacks.stats.builds,
+  );
+  r.collect(
     'ladder_backbone_rows_total',
     'Sequences summed over backbone runs',
     'counter',

@@ -8,9 +8,11 @@ import { HF_NAMES } from '../backbone/types.ts';
 import { toModelBytes } from '../graph/index.ts';
 import { createSession, f32, type Session, type SessionOptions, type Tensor } from '../runtime/index.ts';
 import { resolveSideNet, type SideNetShape } from '../side-net/config.ts';
+import { buildStackedSideInferenceGraph } from '../side-net/stacked.ts';
 import { buildSideInferenceGraph } from '../side-net/steps.ts';
 import type { KvSpec } from './kv.ts';
-import { buildBackboneScoreGraph, buildSideScoreGraph } from './score-graph.ts';
+import { buildBackboneScoreGraph, buildStackedScoreGraph } from './score-graph.ts';
+import { StackCache } from './stack.ts';
 
 export interface ServingModelOptions {
   backboneDir: string;
@@ -19,12 +21,17 @@ export interface ServingModelOptions {
   session?: Partial<SessionOptions>;
 }
 
-/** The side net of one shape: the decode session every adapter of that shape shares, and its scorer. */
+/**
+ * The side net of one shape and the sessions every adapter of that shape shares: one adapter's
+ * weights as inputs (`step`), or a stack of adapters with a row -> adapter index (`stacked`,
+ * one pass for a batch mixing them), and the stacked scorer.
+ */
 export interface SideModel {
   key: string;
   shape: SideNetShape;
   kv: KvSpec;
   step: Session;
+  stacked: Session;
   score(): Promise<Session>;
 }
 
@@ -37,8 +44,17 @@ export interface SideModel {
 export class ServingModel {
   private readonly sides = new Map<string, Promise<SideModel>>();
   private backboneScorer: Promise<Session> | undefined;
-  /** Backbone runs: prefills, decode steps and score passes. */
-  readonly counters = { backboneRuns: 0, backboneRows: 0, prefillRuns: 0, decodeSteps: 0, scoreRuns: 0 };
+  /** Stacked adapter weights, shared by the scheduler and scoring. */
+  readonly stacks = new StackCache();
+  /** Backbone runs (prefills, decode steps and score passes) and side-net session runs. */
+  readonly counters = {
+    backboneRuns: 0,
+    backboneRows: 0,
+    prefillRuns: 0,
+    decodeSteps: 0,
+    scoreRuns: 0,
+    sidePasses: 0,
+  };
 
   private constructor(
     readonly backbone: Backbone,
@@ -96,6 +112,12 @@ export class ServingModel {
     return this.backbone.stepper.run(input);
   }
 
+  /** One side-net session run (any adapters, any rows); counted. */
+  runSide(session: Session, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+    this.counters.sidePasses++;
+    return session.run(feeds);
+  }
+
   /** The side model for a config, built on first use (a bad config rejects with the reason). */
   side(config: SideNetConfig): Promise<SideModel> {
     const shape = resolveSideNet(this.config, config);
@@ -110,15 +132,19 @@ export class ServingModel {
   }
 
   private async openSide(key: string, shape: SideNetShape): Promise<SideModel> {
-    const step = await createSession(toModelBytes(buildSideInferenceGraph(shape)), this.sessionOptions);
+    const [step, stacked] = await Promise.all([
+      createSession(toModelBytes(buildSideInferenceGraph(shape)), this.sessionOptions),
+      createSession(toModelBytes(buildStackedSideInferenceGraph(shape)), this.sessionOptions),
+    ]);
     let scorer: Promise<Session> | undefined;
     return {
       key,
       shape,
       kv: { layers: shape.layers.length, heads: shape.heads, headDim: shape.headDim },
       step,
+      stacked,
       score: () => {
-        scorer ??= createSession(toModelBytes(buildSideScoreGraph(shape)), this.sessionOptions);
+        scorer ??= createSession(toModelBytes(buildStackedScoreGraph(shape)), this.sessionOptions);
         return scorer;
       },
     };
@@ -134,7 +160,11 @@ export class ServingModel {
   }
 
   async dispose(): Promise<void> {
-    for (const s of this.sides.values()) await (await s.catch(() => undefined))?.step.dispose();
+    for (const s of this.sides.values()) {
+      const side = await s.catch(() => undefined);
+      await side?.step.dispose();
+      await side?.stacked.dispose();
+    }
     await this.backbone.dispose();
   }
 }

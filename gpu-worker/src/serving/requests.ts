@@ -1,6 +1,7 @@
 import type { Lease } from '@ladder/adapters';
 import type { GenerateRequest, Prompt, ScoreRequest, ScoreResponse } from '@ladder/schemas';
 import { SAMPLING_DEFAULTS, type SamplingParams } from '../backbone/generate/index.ts';
+import { IO } from '../backbone/graph/emit.ts';
 import { i64, type Tensor } from '../runtime/index.ts';
 import { SIDE_IO } from '../side-net/steps.ts';
 import type { ReadyAdapter } from './adapters.ts';
@@ -8,6 +9,7 @@ import type { ComputeGate } from './gate.ts';
 import type { ServingModel } from './model.ts';
 import type { GenerationJob } from './scheduler.ts';
 import { SCORE_IO } from './score-graph.ts';
+import { adapterIndex } from './stack.ts';
 
 /** Text through the tokenizer, or chat messages through the backbone's chat template. */
 export function encodePrompt(model: ServingModel, prompt: Prompt): number[] {
@@ -44,9 +46,10 @@ export function generationJob(
 }
 
 /**
- * One input scored by K adapters: ONE backbone pass over prompt + completion, then one side-net
- * pass per adapter (none for `null`: the backbone's own head) giving log p(completion | prompt).
- * `adapters[i]` is the lease for `req.adapters[i]` (null for the plain backbone).
+ * One input scored by K adapters: ONE backbone pass over prompt + completion, then ONE stacked
+ * side-net pass per side shape for all the adapters of that shape (none for `null`: the
+ * backbone's own head), each giving log p(completion | prompt). Only the completion's positions
+ * meet the LM head. `adapters[i]` is the lease for `req.adapters[i]` (null for the plain backbone).
  */
 export async function scoreWithAdapters(
   model: ServingModel,
@@ -57,6 +60,8 @@ export async function scoreWithAdapters(
   const prompt = encodePrompt(model, req.prompt);
   const completion = model.tokenizer.encode(req.completion, { addSpecialTokens: false });
   if (completion.length === 0) throw new RangeError('completion: encodes to no tokens');
+  if (prompt.length === 0)
+    throw new RangeError('prompt: encodes to no tokens; nothing predicts the completion');
   const ids = [...prompt, ...completion];
   const T = ids.length;
   if (T > model.config.maxPositions) {
@@ -66,49 +71,67 @@ export async function scoreWithAdapters(
   }
   const ones = new Array<number>(T).fill(1);
   const positions = ids.map((_, t) => t);
-  const targets = i64([...ids.slice(1), 0], [1, T]); // position t predicts token t + 1
+  const n = completion.length;
+  // Position prompt.length - 1 + i predicts completion token i.
+  const scored = i64(
+    completion.map((_, i) => prompt.length - 1 + i),
+    [n],
+  );
+  const targets = (rows: number) => i64(Array.from({ length: rows }, () => completion).flat(), [rows, n]);
+  const total = (lp: Float32Array, row: number) =>
+    lp.subarray(row * n, (row + 1) * n).reduce((a, b) => a + b, 0);
   const release = await gate.acquire('serve');
   try {
     const { outputs } = await model.run({ ids: [ids], mask: [ones], positions: [positions] }, 'score');
-    const done = new Map<string, number>();
-    const scores: ScoreResponse['scores'] = [];
+    const logprobs = new Map<string, number>(); // adapter key ('' = the backbone) -> log p
+    if (adapters.includes(null)) {
+      const session = await model.backboneScore();
+      const out = await session.run({
+        [SIDE_IO.finalHidden]: outputs[IO.finalHidden]!,
+        [SIDE_IO.lmHead]: model.lmHead,
+        [SCORE_IO.scorePositions]: scored,
+        [SCORE_IO.targets]: targets(1),
+      });
+      logprobs.set('', total(out[SCORE_IO.logprobs]!.data as Float32Array, 0));
+    }
+    const byShape = new Map<string, ReadyAdapter[]>();
     for (const lease of adapters) {
-      const key = lease?.value.key ?? '';
-      let logprob = done.get(key);
-      if (logprob === undefined) {
-        let feeds: Record<string, Tensor>;
-        let session: Awaited<ReturnType<ServingModel['backboneScore']>>;
-        if (!lease) {
-          session = await model.backboneScore();
-          feeds = { [SIDE_IO.finalHidden]: outputs.final_hidden!, [SIDE_IO.lmHead]: model.lmHead };
-        } else {
-          const a = lease.value;
-          session = await a.side.score();
-          feeds = {
-            ...a.tensors,
-            [SIDE_IO.finalHidden]: outputs.final_hidden!,
-            [SIDE_IO.lmHead]: model.lmHead,
-            [SIDE_IO.mask]: i64(ones, [1, T]),
-            [SIDE_IO.positions]: i64(positions, [1, T]),
-          };
-          for (const t of a.side.shape.taps) feeds[SIDE_IO.tap(t)] = outputs[`tap.${t}`]!;
-        }
-        const lp = (await session.run({ ...feeds, [SCORE_IO.targets]: targets }))[SCORE_IO.logprobs]!
-          .data as Float32Array;
-        logprob = 0;
-        for (let t = prompt.length - 1; t < T - 1; t++) logprob += lp[t]!;
-        done.set(key, logprob);
-      }
-      scores.push({
-        adapter_id: lease ? lease.manifest.adapter_id : null,
-        logprob,
-        tokens: completion.length,
+      const a = lease?.value;
+      if (!a) continue;
+      const list = byShape.get(a.side.key) ?? [];
+      if (!list.some((b) => b.key === a.key)) list.push(a);
+      byShape.set(a.side.key, list);
+    }
+    for (const list of byShape.values()) {
+      const side = list[0]!.side;
+      const stack = model.stacks.get(side.key, side.shape, list);
+      const feeds: Record<string, Tensor> = {
+        ...stack.tensors,
+        ...adapterIndex(
+          stack,
+          list.map((a) => a.key),
+        ),
+        [SIDE_IO.finalHidden]: outputs[IO.finalHidden]!,
+        [SIDE_IO.lmHead]: model.lmHead,
+        [SIDE_IO.mask]: i64(ones, [1, T]),
+        [SIDE_IO.positions]: i64(positions, [1, T]),
+        [SCORE_IO.scorePositions]: scored,
+        [SCORE_IO.targets]: targets(list.length),
+      };
+      for (const t of side.shape.taps) feeds[SIDE_IO.tap(t)] = outputs[IO.tap(t)]!;
+      const lp = (await model.runSide(await side.score(), feeds))[SCORE_IO.logprobs]!.data as Float32Array; // (K, n)
+      list.forEach((a, row) => {
+        logprobs.set(a.key, total(lp, row));
       });
     }
     return {
       request_id: req.request_id,
-      scores,
-      usage: { prompt_tokens: prompt.length, completion_tokens: completion.length * adapters.length },
+      scores: adapters.map((lease) => ({
+        adapter_id: lease ? lease.manifest.adapter_id : null,
+        logprob: logprobs.get(lease?.value.key ?? '')!,
+        tokens: n,
+      })),
+      usage: { prompt_tokens: prompt.length, completion_tokens: n * adapters.length },
     };
   } finally {
     release();

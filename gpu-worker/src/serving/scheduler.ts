@@ -14,8 +14,9 @@ import type { ReadyAdapter } from './adapters.ts';
 import type { ComputeGate } from './gate.ts';
 import { maskRow, PackedKv, type RowKv, selectRows } from './kv.ts';
 import type { WorkerMetrics } from './metrics.ts';
-import type { ServingModel } from './model.ts';
+import type { ServingModel, SideModel } from './model.ts';
 import { PrefixCache, type PromptActs } from './prefix-cache.ts';
+import { type SidePass, sidePass } from './stack.ts';
 
 export interface SchedulerOptions {
   maxBatch: number;
@@ -83,20 +84,27 @@ interface Seq {
   onAbort?: (() => void) | undefined;
 }
 
-/** Rows of one adapter in the running batch: one side-net pass per step, its own packed cache. */
+/**
+ * Adapter rows of one side-net shape in the running batch, whatever their adapters: one side
+ * pass per step (stacked when they run several adapters), one packed side cache.
+ */
 interface Group {
-  adapter: ReadyAdapter;
+  side: SideModel;
   rows: Seq[];
   kv: PackedKv;
+  pass: SidePass;
 }
+
+const adapterOf = (s: Seq): ReadyAdapter | undefined => s.job.adapter?.value;
 
 /**
  * Continuous batching across tenants. Each turn: admit waiting sequences (round-robin over
  * tenants, under the row and token caps), prefill them together (prompts already in the prefix
  * cache skip the backbone; identical prompts run once), then one decode step for the whole
- * batch: ONE backbone step for every row, then one side-net pass per adapter (rows of an adapter
- * go together; adapters of one shape share a session), then sampling. Sequences leave as they
- * finish or their client goes away; the packed caches are rebuilt only when membership changes.
+ * batch: ONE backbone step for every row, then ONE side-net pass per side shape over all rows of
+ * that shape whatever their adapters (each row gathers its adapter's weights from a stack), then
+ * sampling. Sequences leave as they finish or their client goes away; the packed caches are
+ * rebuilt only when membership changes, the adapter stacks only when the adapter set does.
  */
 export class Scheduler {
   private readonly queues = new Map<string, Seq[]>();
@@ -295,13 +303,13 @@ export class Scheduler {
       });
     }
     const logits = new Map<Seq, Float32Array>();
-    const byAdapter = new Map<string, Seq[]>();
+    const byShape = new Map<string, Seq[]>();
     for (const s of seqs) {
-      const a = s.job.adapter?.value;
+      const a = adapterOf(s);
       if (!a) logits.set(s, s.acts!.lastLogits);
-      else byAdapter.set(a.key, [...(byAdapter.get(a.key) ?? []), s]);
+      else byShape.set(a.side.key, [...(byShape.get(a.side.key) ?? []), s]);
     }
-    for (const group of byAdapter.values()) {
+    for (const group of byShape.values()) {
       const rows = await this.sidePrefill(group);
       for (const [i, s] of group.entries()) logits.set(s, rows[i]!);
     }
@@ -335,10 +343,21 @@ export class Scheduler {
     });
   }
 
-  /** The side net of one adapter over its new rows' prompts (from their backbone results). */
+  /**
+   * The side net over new rows' prompts (from their backbone results), all adapters of one shape
+   * in one stacked pass. The stack also holds the running rows' adapters of that shape, so the
+   * decode steps after this reuse it.
+   */
   private async sidePrefill(seqs: Seq[]): Promise<Float32Array[]> {
-    const adapter = seqs[0]!.job.adapter!.value;
-    const { shape, kv, step } = adapter.side;
+    const side = adapterOf(seqs[0]!)!.side;
+    const { shape, kv } = side;
+    const running = this.running.filter((s) => !s.done && adapterOf(s)?.side.key === side.key);
+    const pass = sidePass(
+      this.model.stacks,
+      side,
+      seqs.map((s) => adapterOf(s)!),
+      running.map((s) => adapterOf(s)!),
+    );
     const d = this.model.config.hiddenSize;
     const lens = seqs.map((s) => s.acts!.bb.len);
     const T = Math.max(...lens);
@@ -349,7 +368,7 @@ export class Scheduler {
       return f32(out, [B, T, d]); // (B, T, d)
     };
     const feeds: Record<string, Tensor> = {
-      ...adapter.tensors,
+      ...pass.weights,
       [SIDE_IO.finalHidden]: padded((a) => a.finalHidden),
       [SIDE_IO.lmHead]: this.model.lmHead,
       [SIDE_IO.mask]: i64(
@@ -366,7 +385,7 @@ export class Scheduler {
       feeds[SIDE_IO.pastKey(j)] = zeros('float32', [B, kv.heads, 0, kv.headDim]);
       feeds[SIDE_IO.pastValue(j)] = zeros('float32', [B, kv.heads, 0, kv.headDim]);
     }
-    const out = await step.run(feeds);
+    const out = await this.model.runSide(pass.session, feeds);
     const present = PackedKv.fromTensors(
       kv,
       lens,
@@ -389,8 +408,8 @@ export class Scheduler {
 
     const members = new Map<string, Seq[]>();
     for (const s of this.running) {
-      const a = s.job.adapter?.value;
-      if (a) members.set(a.key, [...(members.get(a.key) ?? []), s]);
+      const a = adapterOf(s);
+      if (a) members.set(a.side.key, [...(members.get(a.side.key) ?? []), s]);
     }
     const groups = new Map<string, Group>();
     for (const [key, list] of members) {
@@ -401,8 +420,17 @@ export class Scheduler {
       }
       const at = new Map(prev?.rows.map((s, i) => [s, i]) ?? []);
       const sideRows = list.map((s) => (at.has(s) ? prev!.kv.row(at.get(s)!) : s.sideRow!));
-      const adapter = list[0]!.job.adapter!.value;
-      groups.set(key, { adapter, rows: list, kv: PackedKv.pack(adapter.side.kv, sideRows) });
+      const side = adapterOf(list[0]!)!.side;
+      groups.set(key, {
+        side,
+        rows: list,
+        kv: PackedKv.pack(side.kv, sideRows),
+        pass: sidePass(
+          this.model.stacks,
+          side,
+          list.map((s) => adapterOf(s)!),
+        ),
+      });
     }
     this.groups = groups;
     for (const s of newcomers) {
@@ -411,7 +439,7 @@ export class Scheduler {
     }
   }
 
-  /** One token for every running row: one backbone step, one side pass per adapter, sampling. */
+  /** One token for every running row: one backbone step, one side pass per side shape, sampling. */
   private async decode(): Promise<void> {
     const rows = this.running;
     const kv = this.bbKv!;
@@ -436,10 +464,10 @@ export class Scheduler {
     const index = new Map(rows.map((s, b) => [s, b]));
     for (const g of this.groups.values()) {
       const idx = g.rows.map((s) => index.get(s)!);
-      const { shape, kv: spec, step } = g.adapter.side;
+      const { shape, kv: spec } = g.side;
       const side = g.kv.tensors();
       const feeds: Record<string, Tensor> = {
-        ...g.adapter.tensors,
+        ...g.pass.weights,
         [SIDE_IO.finalHidden]: selectRows(outputs[IO.finalHidden]!, idx),
         [SIDE_IO.lmHead]: this.model.lmHead,
         [SIDE_IO.mask]: i64(
@@ -456,7 +484,7 @@ export class Scheduler {
         feeds[SIDE_IO.pastKey(j)] = side.keys[j]!;
         feeds[SIDE_IO.pastValue(j)] = side.values[j]!;
       }
-      const out = await step.run(feeds);
+      const out = await this.model.runSide(g.pass.session, feeds);
       g.kv = PackedKv.fromTensors(
         spec,
         g.kv.lens.map((n) => n + 1),

@@ -1,39 +1,56 @@
-import { Graph, gatherElements, logSoftmax, matmul, squeeze, unsqueeze, type Value } from '../graph/index.ts';
+import {
+  Graph,
+  gather,
+  gatherElements,
+  logSoftmax,
+  matmul,
+  squeeze,
+  unsqueeze,
+  type Value,
+} from '../graph/index.ts';
 import type { SideNetShape } from '../side-net/config.ts';
 import { sideForward } from '../side-net/graph.ts';
-import { sideNetParams } from '../side-net/params.ts';
+import { perRowAdapterParams, STACKED_IO } from '../side-net/stacked.ts';
 import { SIDE_IO } from '../side-net/steps.ts';
 
-/** Names of the scoring graphs' extra input and output. */
+/** Names of the scoring graphs' extra inputs and output. */
 export const SCORE_IO = {
-  targets: 'targets', // (batch, seq) int64: the token each position should predict
-  logprobs: 'token_logprobs', // (batch, seq) log p(target | prefix)
+  scorePositions: 'score_positions', // (n) int64: the positions whose next token is scored
+  targets: 'targets', // (batch, n) int64: the token each scored position should predict
+  logprobs: 'token_logprobs', // (batch, n) log p(target | prefix)
 } as const;
 
 /**
- *   hidden (B, T, d) ─ @ lm_head^T ─ logits (B, T, V) ─ LogSoftmax ─ GatherElements(targets) ─ (B, T)
+ *   hidden (B, T, d) ─ Gather(axis 1, score_positions) ─ (B, n, d) ─ @ lm_head^T ─ (B, n, V)
+ *     ─ LogSoftmax ─ GatherElements(targets) ─ (B, n)
  *
- * Only (B, T) leaves the session; the (T, V) logits stay inside it.
+ * Only the n scored positions meet the head (a completion is a few tokens, the prompt many),
+ * and only (B, n) leaves the session.
  */
 function targetLogprobs(g: Graph, hidden: Value, head: Value): void {
-  const targets = g.input(SCORE_IO.targets, 'int64', ['batch', 'seq']);
-  const logits = g.scope('lm_head', () => matmul(hidden, head, { transB: true })); // (B, T, V)
+  const at = g.input(SCORE_IO.scorePositions, 'int64', ['n']);
+  const targets = g.input(SCORE_IO.targets, 'int64', ['batch', 'n']);
+  const picked = gather(hidden, at, 1, 'ScoredPositions'); // (B, n, d)
+  const logits = g.scope('lm_head', () => matmul(picked, head, { transB: true })); // (B, n, V)
   const logp = logSoftmax(logits, -1, 'LogSoftmax');
-  const picked = gatherElements(logp, unsqueeze(targets, [2]), 2, 'PickTargets'); // (B, T, 1)
-  g.output(squeeze(picked, [2]), SCORE_IO.logprobs);
+  const chosen = gatherElements(logp, unsqueeze(targets, [2]), 2, 'PickTargets'); // (B, n, 1)
+  g.output(squeeze(chosen, [2]), SCORE_IO.logprobs);
 }
 
-/** The side network over a whole sequence (no cache), scoring every position's target. */
-export function buildSideScoreGraph(s: SideNetShape): Graph {
-  const g = new Graph({ name: 'side-net-score' });
-  const params: Record<string, Value> = {};
-  for (const p of sideNetParams(s)) params[p.name] = g.input(SIDE_IO.param(p.name), 'float32', p.shape);
-  const taps = new Map(s.taps.map((t) => [t, g.input(SIDE_IO.tap(t), 'float32', ['batch', 'seq', s.d])]));
-  const finalHidden = g.input(SIDE_IO.finalHidden, 'float32', ['batch', 'seq', s.d]);
+/**
+ * One sequence scored by a stack of adapters at once: the backbone's results (batch 1) broadcast
+ * over the rows, row b runs adapter adapter_index[b], and every row shares one LM-head product.
+ */
+export function buildStackedScoreGraph(s: SideNetShape): Graph {
+  const g = new Graph({ name: 'side-net-stacked-score' });
+  const adapterIndex = g.input(STACKED_IO.adapterIndex, 'int64', ['batch']);
+  const params = perRowAdapterParams(g, s, adapterIndex);
+  const taps = new Map(s.taps.map((t) => [t, g.input(SIDE_IO.tap(t), 'float32', [1, 'seq', s.d])]));
+  const finalHidden = g.input(SIDE_IO.finalHidden, 'float32', [1, 'seq', s.d]);
   const head = g.input(SIDE_IO.lmHead, 'float32', [s.vocab, s.d]);
-  const mask = g.input(SIDE_IO.mask, 'int64', ['batch', 'seq']);
-  const positions = g.input(SIDE_IO.positions, 'int64', ['batch', 'seq']);
-  const { out } = sideForward(g, s, params, { taps, finalHidden, mask, positions });
+  const mask = g.input(SIDE_IO.mask, 'int64', [1, 'seq']);
+  const positions = g.input(SIDE_IO.positions, 'int64', [1, 'seq']);
+  const { out } = sideForward(g, s, params, { taps, finalHidden, mask, positions }); // (B, T, d)
   targetLogprobs(g, out, head);
   return g;
 }
