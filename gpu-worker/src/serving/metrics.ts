@@ -138,7 +138,7 @@ export function workerMetrics() {
     batchTokens: r.gauge('ladder_batch_tokens', 'Reserved tokens (prompt + max_tokens) of the running batch'),
     batchGroups: r.gauge(
       'ladder_batch_adapter_groups',
-      'Distinct adapters (side-net passes) per decode step',
+      'Side-net passes per decode step: one per side-net shape among the adapters of the batch',
     ),
     tokensPerS: r.gauge('ladder_tokens_per_second', 'Generated tokens per second over the last 10 s'),
     ttft: r.histogram(

@@ -33,6 +33,7 @@ export interface SideModel {
   step: Session;
   stacked: Session;
   score(): Promise<Session>;
+  dispose(): Promise<void>;
 }
 
 /**
@@ -147,6 +148,11 @@ export class ServingModel {
         scorer ??= createSession(toModelBytes(buildStackedScoreGraph(shape)), this.sessionOptions);
         return scorer;
       },
+      async dispose() {
+        await step.dispose();
+        await stacked.dispose();
+        await (await scorer?.catch(() => undefined))?.dispose();
+      },
     };
   }
 
@@ -162,9 +168,9 @@ export class ServingModel {
   async dispose(): Promise<void> {
     for (const s of this.sides.values()) {
       const side = await s.catch(() => undefined);
-      await side?.step.dispose();
-      await side?.stacked.dispose();
+      await side?.dispose();
     }
+    await (await this.backboneScorer?.catch(() => undefined))?.dispose();
     await this.backbone.dispose();
   }
 }

@@ -1,7 +1,7 @@
 import { f32, i64, type Session, type Tensor } from '../runtime/index.ts';
 import type { SideNetShape } from '../side-net/config.ts';
 import { sideNetParams } from '../side-net/params.ts';
-import { STACKED_IO } from '../side-net/stacked.ts';
+import { STACKED_IO, stackedShape } from '../side-net/stacked.ts';
 import { SIDE_IO } from '../side-net/steps.ts';
 import type { ReadyAdapter } from './adapters.ts';
 import type { SideModel } from './model.ts';
@@ -13,12 +13,12 @@ export interface AdapterStack {
   /** Adapter keys in stack order. */
   keys: readonly string[];
   at: ReadonlyMap<string, number>;
-  /** `adapter.<name>` (A, ...shape) float32. */
+  /** `adapter.<name>` (A, ...shape) float32, a vector (n) as (A, 1, n). */
   tensors: Readonly<Record<string, Tensor>>;
   bytes: number;
 }
 
-/** Copies each adapter's weights into one (A, ...shape) tensor per parameter. */
+/** Copies each adapter's weights into one (A, ...shape) tensor per parameter ((A, 1, n) for a vector). */
 export function stackAdapters(
   shapeKey: string,
   shape: SideNetShape,
@@ -37,7 +37,7 @@ export function stackAdapters(
         throw new Error(`adapter ${a.key}: ${p.name} has ${w?.length ?? 0} values, its shape needs ${size}`);
       data.set(w, i * size);
     });
-    tensors[name] = f32(data, [A, ...p.shape], p.name);
+    tensors[name] = f32(data, [A, ...stackedShape(p.shape)], p.name);
     bytes += data.byteLength;
   }
   const keys = adapters.map((a) => a.key);

@@ -1,4 +1,4 @@
-import { Graph, gather, unsqueeze, type Value } from '../graph/index.ts';
+import { Graph, gather, type Value } from '../graph/index.ts';
 import type { SideNetShape } from './config.ts';
 import { sideNetParams } from './params.ts';
 import { SIDE_IO, sideDecodeStep } from './steps.ts';
@@ -13,19 +13,24 @@ export const STACKED_IO = {
  * so that sideForward's ops broadcast over the batch:
  *
  *   adapter.<name> (A, in, out) ─ Gather(axis 0, adapter_index) ─ (B, in, out)   x (B, T, in) @ it
- *   adapter.<name> (A, n)       ─ Gather(axis 0, adapter_index) ─ (B, n) ─ Unsqueeze ─ (B, 1, n)
- *                                                                  norms, gates, biases over T
+ *   adapter.<name> (A, 1, n)    ─ Gather(axis 0, adapter_index) ─ (B, 1, n)      norms, gates and
+ *                                                                                biases over T
+ * A vector parameter (n) is fed as (A, 1, n): the same bytes, no Unsqueeze per step.
  */
 export function perRowAdapterParams(g: Graph, s: SideNetShape, adapterIndex: Value): Record<string, Value> {
   const params: Record<string, Value> = {};
   g.scope('adapter_rows', () => {
     for (const p of sideNetParams(s)) {
-      const stacked = g.input(SIDE_IO.param(p.name), 'float32', ['adapters', ...p.shape]);
-      const row = gather(stacked, adapterIndex, 0, `${p.name}/Gather`); // (B, ...shape)
-      params[p.name] = p.shape.length === 1 ? unsqueeze(row, [1]) : row; // (B, 1, n) | (B, in, out)
+      const stacked = g.input(SIDE_IO.param(p.name), 'float32', ['adapters', ...stackedShape(p.shape)]);
+      params[p.name] = gather(stacked, adapterIndex, 0, `${p.name}/Gather`); // (B, in, out) | (B, 1, n)
     }
   });
   return params;
+}
+
+/** One adapter's slice of a stacked parameter: matrices as they are, a vector (n) as (1, n). */
+export function stackedShape(shape: readonly number[]): number[] {
+  return shape.length === 1 ? [1, shape[0]!] : [...shape];
 }
 
 /**

@@ -90,10 +90,6 @@ export function sideDecodeStep(g: Graph, s: SideNetShape, params: Record<string,
   const { out, present } = sideForward(g, s, params, { taps, finalHidden, mask, positions, past });
   const logits = g.scope('lm_head', () => matmul(lastPosition(out), head, { transB: true })); // (B, 1, V)
   g.output(logits, SIDE_IO.logits);
-  present.keys.forEach((k, j) => {
-    g.output(k, SIDE_IO.presentKey(j));
-  });
-  present.values.forEach((v, j) => {
-    g.output(v, SIDE_IO.presentValue(j));
-  });
+  for (const [j, k] of present.keys.entries()) g.output(k, SIDE_IO.presentKey(j));
+  for (const [j, v] of present.values.entries()) g.output(v, SIDE_IO.presentValue(j));
 }

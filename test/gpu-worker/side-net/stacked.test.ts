@@ -16,7 +16,11 @@ import {
   sideNetParams,
   xladderPreset,
 } from '../../../gpu-worker/src/side-net/index.ts';
-import { buildStackedSideInferenceGraph, STACKED_IO } from '../../../gpu-worker/src/side-net/stacked.ts';
+import {
+  buildStackedSideInferenceGraph,
+  STACKED_IO,
+  stackedShape,
+} from '../../../gpu-worker/src/side-net/stacked.ts';
 import { rng } from '../../helpers/gradcheck.ts';
 import { memorySource, randomWeights, VARIANTS } from '../../helpers/tiny-backbone.ts';
 
@@ -41,7 +45,7 @@ function stack(shape: SideNetShape, adapters: Record<string, Float32Array>[]): R
     adapters.forEach((w, i) => {
       data.set(w[p.name]!, i * w[p.name]!.length);
     });
-    out[SIDE_IO.param(p.name)] = f32(data, [adapters.length, ...p.shape]);
+    out[SIDE_IO.param(p.name)] = f32(data, [adapters.length, ...stackedShape(p.shape)]);
   }
   return out;
 }
