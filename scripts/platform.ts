@@ -214,6 +214,8 @@ export interface DevTenant {
   base_url: string;
   tenant: string;
   api_key: string;
+  /** The local admin token (edge/wrangler.jsonc's development default), for `ladder admin ...`. */
+  admin_token: string;
 }
 
 /** A tenant and API key for local use, kept in `<dataDir>/dev-tenant.json` and reused while valid. */
@@ -224,7 +226,7 @@ export async function ensureDevTenant(platform: Platform, dataDir: string): Prom
     const probe = await fetch(`${platform.edgeUrl}/v1/models`, {
       headers: { authorization: `Bearer ${saved.api_key}` },
     });
-    if (probe.ok) return { ...saved, base_url: `${platform.edgeUrl}/v1` };
+    if (probe.ok) return { ...saved, base_url: `${platform.edgeUrl}/v1`, admin_token: platform.adminToken };
   }
   const admin = { authorization: `Bearer ${platform.adminToken}`, 'content-type': 'application/json' };
   const t = await fetch(`${platform.edgeUrl}/admin/v1/tenants`, {
@@ -241,7 +243,12 @@ export async function ensureDevTenant(platform: Platform, dataDir: string): Prom
   });
   if (!k.ok) throw new Error(`creating the dev API key failed: ${k.status} ${await k.text()}`);
   const apiKey = ((await k.json()) as { key: string }).key;
-  const dev = { base_url: `${platform.edgeUrl}/v1`, tenant, api_key: apiKey };
+  const dev = {
+    base_url: `${platform.edgeUrl}/v1`,
+    tenant,
+    api_key: apiKey,
+    admin_token: platform.adminToken,
+  };
   writeFileSync(file, JSON.stringify(dev, null, 2));
   return dev;
 }

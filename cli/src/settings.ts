@@ -62,7 +62,8 @@ function normalizeBaseUrl(raw: string): string {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:')
     throw new UsageError(`base URL '${raw}' must be http:// or https://`);
-  return url.href.replace(/\/+$/, '');
+  // OpenAI clients take the base URL with /v1 (as npm start prints it); routes here add it themselves.
+  return url.href.replace(/\/+$/, '').replace(/\/v1$/, '');
 }
 
 function readDevTenant(cwd: string): DevTenant | null {
