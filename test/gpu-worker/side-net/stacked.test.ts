@@ -16,11 +16,7 @@ import {
   sideNetParams,
   xladderPreset,
 } from '../../../gpu-worker/src/side-net/index.ts';
-import {
-  buildStackedSideInferenceGraph,
-  STACKED_IO,
-  stackedShape,
-} from '../../../gpu-worker/src/side-net/stacked.ts';
+import { buildStackedSideInferenceGraph, rowShape } from '../../../gpu-worker/src/side-net/stacked.ts';
 import { rng } from '../../helpers/gradcheck.ts';
 import { memorySource, randomWeights, VARIANTS } from '../../helpers/tiny-backbone.ts';
 
@@ -37,15 +33,15 @@ function trainedLike(shape: SideNetShape, seed: number): Record<string, Float32A
   return w;
 }
 
-/** Weights of several adapters stacked on a leading axis, as the stacked graph takes them. */
-function stack(shape: SideNetShape, adapters: Record<string, Float32Array>[]): Record<string, Tensor> {
+/** Each row's adapter weights stacked on the batch axis, as the stacked graph takes them. */
+function stackRows(shape: SideNetShape, rows: Record<string, Float32Array>[]): Record<string, Tensor> {
   const out: Record<string, Tensor> = {};
   for (const p of sideNetParams(shape)) {
-    const data = new Float32Array(adapters.length * adapters[0]![p.name]!.length);
-    adapters.forEach((w, i) => {
-      data.set(w[p.name]!, i * w[p.name]!.length);
+    const data = new Float32Array(rows.length * rows[0]![p.name]!.length);
+    rows.forEach((w, b) => {
+      data.set(w[p.name]!, b * w[p.name]!.length);
     });
-    out[SIDE_IO.param(p.name)] = f32(data, [adapters.length, ...stackedShape(p.shape)]);
+    out[SIDE_IO.param(p.name)] = f32(data, [rows.length, ...rowShape(p.shape)]);
   }
   return out;
 }
@@ -73,10 +69,13 @@ describe('stacked side pass', () => {
       const stacked = await createSession(toModelBytes(buildStackedSideInferenceGraph(shape)));
       const head = f32(bbWeights.get(HF_NAMES.lmHead)!, [cfg.vocabSize, cfg.hiddenSize]);
       const adapters = [0, 1, 2].map((i) => trainedLike(shape, i + 1));
-      const stackedWeights = stack(shape, adapters);
 
       // Rows 0 and 3 share adapter 0; prompts of different lengths, left-padded.
       const rowAdapter = [0, 1, 2, 0];
+      const stackedWeights = stackRows(
+        shape,
+        rowAdapter.map((a) => adapters[a]!),
+      );
       const prompts = [
         [4, 9, 13, 22, 40],
         [50, 2],
@@ -84,7 +83,6 @@ describe('stacked side pass', () => {
         [60, 3, 3, 8, 12],
       ];
       const T = 5;
-      const B = prompts.length;
       let lens = prompts.map((p) => p.length);
       const ids = prompts.map((p) => [...new Array<number>(T - p.length).fill(0), ...p]);
       let mask = lens.map((n) => [...new Array<number>(T - n).fill(0), ...new Array<number>(n).fill(1)]);
@@ -136,7 +134,6 @@ describe('stacked side pass', () => {
         const every = rowAdapter.map((_, b) => b);
         const one = await stacked.run({
           ...stackedWeights,
-          [STACKED_IO.adapterIndex]: i64(rowAdapter, [B]),
           ...sideFeeds(bb.outputs, every, stackedPast, mask, positions),
         });
         stackedPast = present(one);
@@ -157,8 +154,10 @@ describe('stacked side pass', () => {
         if (step === 0) {
           // The index really picks the weights: other adapters for the same rows give other logits.
           const swapped = await stacked.run({
-            ...stackedWeights,
-            [STACKED_IO.adapterIndex]: i64([1, 2, 0, 1], [B]),
+            ...stackRows(
+              shape,
+              [1, 2, 0, 1].map((a) => adapters[a]!),
+            ),
             ...sideFeeds(bb.outputs, every, undefined, mask, positions),
           });
           expect(relErr(swapped[SIDE_IO.logits]!.data as Float32Array, got)).toBeGreaterThan(1e-2);
