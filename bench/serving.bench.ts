@@ -101,7 +101,8 @@ try {
     const steps = model.counters.decodeSteps - before.decodeSteps;
     const prefills = model.counters.prefillRuns - before.prefillRuns;
     const sidePasses = model.counters.sidePasses - before.sidePasses;
-    return { tokensPerS: tokens / seconds, ttft: metrics.ttft, steps, prefills, sidePasses };
+    const rowCopies = model.counters.adapterRowCopies - before.adapterRowCopies;
+    return { tokensPerS: tokens / seconds, ttft: metrics.ttft, steps, prefills, sidePasses, rowCopies };
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -161,7 +162,8 @@ try {
     tokens_per_s_32_adapters_separate_passes: Number(separate.tokensPerS.toFixed(1)),
     /** Side-net session runs per backbone run (prefill or decode step) with 32 adapters mixed. */
     side_passes_per_step_32_adapters: Number((mixed.sidePasses / (mixed.steps + mixed.prefills)).toFixed(2)),
-    adapter_stack_builds: model.stacks.stats.builds,
+    /** Adapter weight rows copied into stacked weights over that whole run (prefill, batch forming). */
+    adapter_rows_copied_32_adapters: mixed.rowCopies,
     score_ms_k1: Number(k1.toFixed(2)),
     score_ms_k8: Number(k8.toFixed(2)),
     shared_prefill_k8_over_k1: Number((k8 / k1).toFixed(3)),

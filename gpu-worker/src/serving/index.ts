@@ -109,10 +109,10 @@ export async function openServing(
     () => c.sidePasses,
   );
   r.collect(
-    'ladder_adapter_stack_builds_total',
-    'Adapter weight stacks built (the adapter set of a batch or score request changed)',
+    'ladder_adapter_row_copies_total',
+    'Adapter weight rows copied into stacked side-net weights (rows joining or moving, never per step)',
     'counter',
-    () => model.stacks.stats.builds,
+    () => c.adapterRowCopies,
   );
   r.collect(
     'ladder_backbone_rows_total',

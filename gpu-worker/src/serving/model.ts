@@ -12,7 +12,6 @@ import { buildStackedSideInferenceGraph } from '../side-net/stacked.ts';
 import { buildSideInferenceGraph } from '../side-net/steps.ts';
 import type { KvSpec } from './kv.ts';
 import { buildBackboneScoreGraph, buildStackedScoreGraph } from './score-graph.ts';
-import { StackCache } from './stack.ts';
 
 export interface ServingModelOptions {
   backboneDir: string;
@@ -23,8 +22,8 @@ export interface ServingModelOptions {
 
 /**
  * The side net of one shape and the sessions every adapter of that shape shares: one adapter's
- * weights as inputs (`step`), or a stack of adapters with a row -> adapter index (`stacked`,
- * one pass for a batch mixing them), and the stacked scorer.
+ * weights as inputs (`step`, rows all of one adapter), or weights stacked per row (`stacked`, one
+ * pass for rows mixing adapters), and the stacked scorer.
  */
 export interface SideModel {
   key: string;
@@ -45,8 +44,6 @@ export interface SideModel {
 export class ServingModel {
   private readonly sides = new Map<string, Promise<SideModel>>();
   private backboneScorer: Promise<Session> | undefined;
-  /** Stacked adapter weights, shared by the scheduler and scoring. */
-  readonly stacks = new StackCache();
   /** Backbone runs (prefills, decode steps and score passes) and side-net session runs. */
   readonly counters = {
     backboneRuns: 0,
@@ -55,6 +52,8 @@ export class ServingModel {
     decodeSteps: 0,
     scoreRuns: 0,
     sidePasses: 0,
+    /** Adapter weight rows copied into stacked weights (rows joining or moving; none per step). */
+    adapterRowCopies: 0,
   };
 
   private constructor(

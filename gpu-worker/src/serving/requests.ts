@@ -7,9 +7,9 @@ import { SIDE_IO } from '../side-net/steps.ts';
 import type { ReadyAdapter } from './adapters.ts';
 import type { ComputeGate } from './gate.ts';
 import type { ServingModel } from './model.ts';
+import { stackRows } from './row-weights.ts';
 import type { GenerationJob } from './scheduler.ts';
 import { SCORE_IO } from './score-graph.ts';
-import { adapterIndex } from './stack.ts';
 
 /** Text through the tokenizer, or chat messages through the backbone's chat template. */
 export function encodePrompt(model: ServingModel, prompt: Prompt): number[] {
@@ -104,13 +104,9 @@ export async function scoreWithAdapters(
     }
     for (const list of byShape.values()) {
       const side = list[0]!.side;
-      const stack = model.stacks.get(side.key, side.shape, list);
+      model.counters.adapterRowCopies += list.length;
       const feeds: Record<string, Tensor> = {
-        ...stack.tensors,
-        ...adapterIndex(
-          stack,
-          list.map((a) => a.key),
-        ),
+        ...stackRows(side.shape, list),
         [SIDE_IO.finalHidden]: outputs[IO.finalHidden]!,
         [SIDE_IO.lmHead]: model.lmHead,
         [SIDE_IO.mask]: i64(ones, [1, T]),

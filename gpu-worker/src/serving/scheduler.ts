@@ -7,7 +7,7 @@ import {
   sampleToken,
 } from '../backbone/generate/index.ts';
 import { IO } from '../backbone/graph/emit.ts';
-import { f32, i64, type Tensor, zeros } from '../runtime/index.ts';
+import { f32, i64, type Session, type Tensor, zeros } from '../runtime/index.ts';
 import { SIDE_IO } from '../side-net/steps.ts';
 import { Rng } from '../util/rng.ts';
 import type { ReadyAdapter } from './adapters.ts';
@@ -16,7 +16,7 @@ import { maskRow, PackedKv, type RowKv, selectRows } from './kv.ts';
 import type { WorkerMetrics } from './metrics.ts';
 import type { ServingModel, SideModel } from './model.ts';
 import { PrefixCache, type PromptActs } from './prefix-cache.ts';
-import { type SidePass, sidePass } from './stack.ts';
+import { RowWeights, stackRows, swapRemovePlan } from './row-weights.ts';
 
 export interface SchedulerOptions {
   maxBatch: number;
@@ -86,25 +86,39 @@ interface Seq {
 
 /**
  * Adapter rows of one side-net shape in the running batch, whatever their adapters: one side
- * pass per step (stacked when they run several adapters), one packed side cache.
+ * pass per step, one packed side cache, both in the group's own row order.
  */
 interface Group {
   side: SideModel;
   rows: Seq[];
   kv: PackedKv;
-  pass: SidePass;
+  /** The rows' weights stacked per row when they run several adapters; none when they run one. */
+  weights: RowWeights | undefined;
 }
 
 const adapterOf = (s: Seq): ReadyAdapter | undefined => s.job.adapter?.value;
+
+/** The session and weight feeds for rows of one side shape: one adapter's own, or stacked per row. */
+function sidePass(
+  side: SideModel,
+  rows: readonly ReadyAdapter[],
+  stacked: () => Record<string, Tensor>,
+): { session: Session; weights: Record<string, Tensor> } {
+  const first = rows[0]!;
+  return rows.every((a) => a.key === first.key)
+    ? { session: side.step, weights: first.tensors }
+    : { session: side.stacked, weights: stacked() };
+}
 
 /**
  * Continuous batching across tenants. Each turn: admit waiting sequences (round-robin over
  * tenants, under the row and token caps), prefill them together (prompts already in the prefix
  * cache skip the backbone; identical prompts run once), then one decode step for the whole
  * batch: ONE backbone step for every row, then ONE side-net pass per side shape over all rows of
- * that shape whatever their adapters (each row gathers its adapter's weights from a stack), then
+ * that shape whatever their adapters (rows of several adapters on weights stacked per row), then
  * sampling. Sequences leave as they finish or their client goes away; the packed caches are
- * rebuilt only when membership changes, the adapter stacks only when the adapter set does.
+ * rebuilt only when membership changes, and the stacked weights then copy only the rows that
+ * joined or moved: a decode step copies no weights.
  */
 export class Scheduler {
   private readonly queues = new Map<string, Seq[]>();
@@ -343,21 +357,15 @@ export class Scheduler {
     });
   }
 
-  /**
-   * The side net over new rows' prompts (from their backbone results), all adapters of one shape
-   * in one stacked pass. The stack also holds the running rows' adapters of that shape, so the
-   * decode steps after this reuse it.
-   */
+  /** The side net over new rows' prompts (from their backbone results), all adapters of one shape in one pass. */
   private async sidePrefill(seqs: Seq[]): Promise<Float32Array[]> {
     const side = adapterOf(seqs[0]!)!.side;
     const { shape, kv } = side;
-    const running = this.running.filter((s) => !s.done && adapterOf(s)?.side.key === side.key);
-    const pass = sidePass(
-      this.model.stacks,
-      side,
-      seqs.map((s) => adapterOf(s)!),
-      running.map((s) => adapterOf(s)!),
-    );
+    const adapters = seqs.map((s) => adapterOf(s)!);
+    const pass = sidePass(side, adapters, () => {
+      this.model.counters.adapterRowCopies += adapters.length;
+      return stackRows(shape, adapters);
+    });
     const d = this.model.config.hiddenSize;
     const lens = seqs.map((s) => s.acts!.bb.len);
     const T = Math.max(...lens);
@@ -412,25 +420,35 @@ export class Scheduler {
       if (a) members.set(a.side.key, [...(members.get(a.side.key) ?? []), s]);
     }
     const groups = new Map<string, Group>();
+    const copied = (n: number) => {
+      this.model.counters.adapterRowCopies += n;
+    };
     for (const [key, list] of members) {
       const prev = this.groups.get(key);
-      if (prev && prev.rows.length === list.length && prev.rows.every((s, i) => s === list[i])) {
+      const before = prev?.rows ?? [];
+      const had = new Set(before);
+      const added = list.filter((s) => !had.has(s));
+      if (prev && added.length === 0 && before.length === list.length) {
         groups.set(key, prev);
         continue;
       }
-      const at = new Map(prev?.rows.map((s, i) => [s, i]) ?? []);
-      const sideRows = list.map((s) => (at.has(s) ? prev!.kv.row(at.get(s)!) : s.sideRow!));
-      const side = adapterOf(list[0]!)!.side;
-      groups.set(key, {
-        side,
-        rows: list,
-        kv: PackedKv.pack(side.kv, sideRows),
-        pass: sidePass(
-          this.model.stacks,
-          side,
-          list.map((s) => adapterOf(s)!),
-        ),
-      });
+      const member = new Set(list);
+      const plan = swapRemovePlan(before, (s) => member.has(s), added);
+      const at = new Map(before.map((s, i) => [s, i]));
+      const sideRows = plan.order.map((s) => (at.has(s) ? prev!.kv.row(at.get(s)!) : s.sideRow!));
+      const side = adapterOf(plan.order[0]!)!.side;
+      const adapters = plan.order.map((s) => adapterOf(s)!);
+      let weights: RowWeights | undefined;
+      if (adapters.some((a) => a.key !== adapters[0]!.key)) {
+        weights = prev?.weights;
+        if (weights)
+          weights.apply(
+            plan,
+            added.map((s) => adapterOf(s)!),
+          );
+        else weights = new RowWeights(side.shape, adapters, copied);
+      }
+      groups.set(key, { side, rows: plan.order, kv: PackedKv.pack(side.kv, sideRows), weights });
     }
     this.groups = groups;
     for (const s of newcomers) {
@@ -466,8 +484,9 @@ export class Scheduler {
       const idx = g.rows.map((s) => index.get(s)!);
       const { shape, kv: spec } = g.side;
       const side = g.kv.tensors();
+      const session = g.weights ? g.side.stacked : g.side.step;
       const feeds: Record<string, Tensor> = {
-        ...g.pass.weights,
+        ...(g.weights ? g.weights.tensors : adapterOf(g.rows[0]!)!.tensors),
         [SIDE_IO.finalHidden]: selectRows(outputs[IO.finalHidden]!, idx),
         [SIDE_IO.lmHead]: this.model.lmHead,
         [SIDE_IO.mask]: i64(
@@ -484,7 +503,7 @@ export class Scheduler {
         feeds[SIDE_IO.pastKey(j)] = side.keys[j]!;
         feeds[SIDE_IO.pastValue(j)] = side.values[j]!;
       }
-      const out = await this.model.runSide(g.pass.session, feeds);
+      const out = await this.model.runSide(session, feeds);
       g.kv = PackedKv.fromTensors(
         spec,
         g.kv.lens.map((n) => n + 1),

@@ -10,7 +10,7 @@ import {
 } from '../graph/index.ts';
 import type { SideNetShape } from '../side-net/config.ts';
 import { sideForward } from '../side-net/graph.ts';
-import { perRowAdapterParams, STACKED_IO } from '../side-net/stacked.ts';
+import { rowAdapterInputs } from '../side-net/stacked.ts';
 import { SIDE_IO } from '../side-net/steps.ts';
 
 /** Names of the scoring graphs' extra inputs and output. */
@@ -38,13 +38,13 @@ function targetLogprobs(g: Graph, hidden: Value, head: Value): void {
 }
 
 /**
- * One sequence scored by a stack of adapters at once: the backbone's results (batch 1) broadcast
- * over the rows, row b runs adapter adapter_index[b], and every row shares one LM-head product.
+ * One sequence scored by several adapters at once: the backbone's results (batch 1) broadcast
+ * over the rows, row b runs the adapter whose weights are row b of the stacked weights, and every
+ * row shares one LM-head product.
  */
 export function buildStackedScoreGraph(s: SideNetShape): Graph {
   const g = new Graph({ name: 'side-net-stacked-score' });
-  const adapterIndex = g.input(STACKED_IO.adapterIndex, 'int64', ['batch']);
-  const params = perRowAdapterParams(g, s, adapterIndex);
+  const params = rowAdapterInputs(g, s);
   const taps = new Map(s.taps.map((t) => [t, g.input(SIDE_IO.tap(t), 'float32', [1, 'seq', s.d])]));
   const finalHidden = g.input(SIDE_IO.finalHidden, 'float32', [1, 'seq', s.d]);
   const head = g.input(SIDE_IO.lmHead, 'float32', [s.vocab, s.d]);

@@ -14,6 +14,7 @@ import {
   scoreWithAdapters,
   workerMetrics,
 } from '../../../gpu-worker/src/serving/index.ts';
+import { RowWeights, stackRows, swapRemovePlan } from '../../../gpu-worker/src/serving/row-weights.ts';
 import { AdapterStepper } from '../../../gpu-worker/src/side-net/index.ts';
 import type { AdapterManifest } from '../../../schemas/index.ts';
 import { writeTinyCheckpoint } from '../../helpers/tiny-checkpoint.ts';
@@ -65,7 +66,7 @@ async function alone(prompt: number[], adapter: ReadyAdapter | null, maxTokens: 
 }
 
 describe('one stacked side pass for a batch mixing adapters', () => {
-  it('rows of 3 adapters and plain rows give the tokens of a pass per adapter, with one side pass per step', async () => {
+  it('rows of 3 adapters and plain rows, leaving at different steps, give the tokens of a pass per adapter, with one side pass per step', async () => {
     const metrics = workerMetrics();
     const scheduler = new Scheduler(model, gate, metrics, {
       maxBatch: 8,
@@ -75,31 +76,31 @@ describe('one stacked side pass for a batch mixing adapters', () => {
       batchWaitMs: 0,
       prefixCacheBytes: 0,
     });
-    const maxTokens = 6;
-    const rows: { text: string; adapter: number | null }[] = [
-      { text: 'Hello World, the', adapter: 0 },
-      { text: 'the cat is', adapter: null },
-      { text: 'on the mat', adapter: 1 },
-      { text: 'Hello', adapter: 2 },
-      { text: 'the mat is on', adapter: 0 },
-      { text: 'World', adapter: null },
+    const rows: { text: string; adapter: number | null; maxTokens: number }[] = [
+      { text: 'Hello World, the', adapter: 0, maxTokens: 6 },
+      { text: 'the cat is', adapter: null, maxTokens: 3 },
+      { text: 'on the mat', adapter: 1, maxTokens: 4 },
+      { text: 'Hello', adapter: 2, maxTokens: 2 },
+      { text: 'the mat is on', adapter: 0, maxTokens: 5 },
+      { text: 'World', adapter: null, maxTokens: 6 },
     ];
     const prompts = rows.map((r) => model.tokenizer.encode(r.text));
     const leases = await Promise.all(rows.map((r) => (r.adapter === null ? null : lease(r.adapter))));
     const want: number[][] = [];
-    for (const i of rows.keys()) want.push(await alone(prompts[i]!, leases[i]?.value ?? null, maxTokens));
+    for (const [i, r] of rows.entries())
+      want.push(await alone(prompts[i]!, leases[i]?.value ?? null, r.maxTokens));
     // The adapters really change what is generated.
-    expect(await alone(prompts[0]!, null, maxTokens)).not.toEqual(want[0]);
-    expect(await alone(prompts[0]!, leases[2]!.value, maxTokens)).not.toEqual(want[0]);
+    expect(await alone(prompts[0]!, null, 6)).not.toEqual(want[0]);
+    expect(await alone(prompts[0]!, leases[2]!.value, 6)).not.toEqual(want[0]);
 
-    const before = { ...model.counters, builds: model.stacks.stats.builds };
+    const before = { ...model.counters };
     const outs = await Promise.all(
-      prompts.map((prompt, i) =>
+      rows.map((r, i) =>
         scheduler.submit({
           requestId: `r${i}`,
           tenant: `t${i}`,
-          prompt,
-          params: { ...SAMPLING_DEFAULTS, maxTokens },
+          prompt: prompts[i]!,
+          params: { ...SAMPLING_DEFAULTS, maxTokens: r.maxTokens },
           seed: 0,
           adapter: leases[i] ?? null,
         }),
@@ -109,11 +110,13 @@ describe('one stacked side pass for a batch mixing adapters', () => {
     expect(outs.map((o) => o.tokens)).toEqual(want);
     const decodeSteps = model.counters.decodeSteps - before.decodeSteps;
     expect(model.counters.prefillRuns - before.prefillRuns).toBe(1);
-    expect(decodeSteps).toBe(maxTokens - 1);
+    expect(decodeSteps).toBe(5);
     // One side pass for the prefill, one per decode step: not one per adapter.
     expect(model.counters.sidePasses - before.sidePasses).toBe(1 + decodeSteps);
-    // The stack of the three adapters is built at most once, not per step.
-    expect(model.stacks.stats.builds - before.builds).toBeLessThanOrEqual(1);
+    // Weight rows copied: 4 for the prefill, 4 when the batch forms; when the adapter-2 row
+    // leaves, the last row moves into its slot (1); when the adapter-1 row leaves, both rows
+    // left run adapter 0 and take its own session (0). Nothing per step.
+    expect(model.counters.adapterRowCopies - before.adapterRowCopies).toBe(4 + 4 + 1);
   });
 
   it('scores K adapters with one backbone pass and one stacked side pass, as a pass per adapter does', async () => {
@@ -162,5 +165,34 @@ describe('one stacked side pass for a batch mixing adapters', () => {
     expect(got.scores[0]!.logprob).toBe(got.scores[3]!.logprob);
     expect(new Set(got.scores.map((s) => s.logprob)).size).toBe(4);
     for (const l of leases) l?.release();
+  });
+});
+
+describe('stacked row weights', () => {
+  it('a membership change moves the last rows into the holes and appends newcomers, equal to stacking afresh', async () => {
+    const adapters = await Promise.all([0, 1, 2].map((i) => lease(i)));
+    const [a, b, c] = adapters.map((l) => l.value);
+    const shape = a!.side.shape;
+    const before = [a!, b!, c!, a!, b!];
+    const weights = new RowWeights(shape, before);
+    const plan = swapRemovePlan([0, 1, 2, 3, 4], (i) => i !== 2 && i !== 4, [5]);
+    expect(plan).toEqual({ order: [0, 1, 3, 5], kept: 3, moves: [{ from: 3, to: 2 }] });
+    weights.apply(plan, [c!]);
+    const want = stackRows(shape, [a!, b!, a!, c!]);
+    for (const [name, t] of Object.entries(weights.tensors)) {
+      expect(t.dims, name).toEqual(want[name]!.dims);
+      expect(Array.from(t.data as Float32Array), name).toEqual(Array.from(want[name]!.data as Float32Array));
+    }
+    expect(swapRemovePlan(['x', 'y', 'z'], (r) => r === 'x', [])).toEqual({
+      order: ['x'],
+      kept: 1,
+      moves: [],
+    });
+    expect(swapRemovePlan(['x', 'y', 'z'], (r) => r === 'z', ['w'])).toEqual({
+      order: ['z', 'w'],
+      kept: 1,
+      moves: [{ from: 2, to: 0 }],
+    });
+    for (const l of adapters) l.release();
   });
 });
