@@ -81,7 +81,8 @@ export function stackRows(shape: SideNetShape, rows: readonly ReadyAdapter[]): R
 /**
  * The stacked weights of a running group, kept across decode steps: a decode step copies no
  * weights, a membership change copies only the rows that joined or moved (RowPlan). Buffers
- * grow by doubling; the tensors fed are views of their first `rows` rows.
+ * grow by doubling and shrink when under a quarter full; the tensors fed are views of their
+ * first `rows` rows.
  */
 export class RowWeights {
   private readonly slots: ParamSlot[];
@@ -143,8 +144,9 @@ export class RowWeights {
   }
 
   private reserve(rows: number): void {
-    if (rows <= this.capacity) return;
-    const capacity = Math.max(rows, 2 * this.capacity);
+    const shrink = rows < this.capacity / 4;
+    if (rows <= this.capacity && !shrink) return;
+    const capacity = shrink ? 2 * rows : Math.max(rows, 2 * this.capacity);
     this.buffers = this.buffers.map((old, i) => {
       const grown = new Float32Array(capacity * this.slots[i]!.size);
       grown.set(old.subarray(0, this.n * this.slots[i]!.size));
