@@ -23,7 +23,7 @@ import { writeTinyCheckpoint } from '../test/helpers/tiny-checkpoint.ts';
 const ADAPTERS = 32;
 const MAX_TOKENS = Number(process.env.BENCH_TOKENS ?? 24);
 /** Single and mixed runs alternate this many times; medians are reported (CPU noise). */
-const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
 const dims = { hidden: 256, layers: 6, heads: 4, kvHeads: 2, intermediate: 768, vocab: 2048 };
 
 const root = mkdtempSync(join(tmpdir(), 'ladder-bench-serving-'));
