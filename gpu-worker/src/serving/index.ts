@@ -1,5 +1,6 @@
-import { type AdapterCache, FsAdapterStore } from '@ladder/adapters';
+import type { AdapterCache, AdapterStore } from '@ladder/adapters';
 import type { WorkerConfig } from '../config.ts';
+import { openAdapterStore } from '../store.ts';
 import { createAdapterCache, type ReadyAdapter } from './adapters.ts';
 import type { ComputeGate } from './gate.ts';
 import type { WorkerMetrics } from './metrics.ts';
@@ -23,7 +24,7 @@ export {
 /** Everything that serves requests over one backbone. */
 export interface Serving {
   model: ServingModel;
-  store: FsAdapterStore;
+  store: AdapterStore;
   cache: AdapterCache<ReadyAdapter>;
   scheduler: Scheduler;
   gate: ComputeGate;
@@ -44,11 +45,7 @@ export async function openServing(
     ...(config.LADDER_BACKBONE_NAME ? { name: config.LADDER_BACKBONE_NAME } : {}),
     session: { provider: config.LADDER_EXECUTION_PROVIDER, intraOpThreads: config.LADDER_INTRA_OP_THREADS },
   });
-  const store = new FsAdapterStore({
-    dataDir: config.LADDER_DATA_DIR,
-    tenant: 'system',
-    backboneFingerprint: model.fingerprint,
-  });
+  const store = openAdapterStore(config.LADDER_DATA_DIR, model.fingerprint);
   const loaded = new Set<string>();
   const cache = createAdapterCache({
     model,
