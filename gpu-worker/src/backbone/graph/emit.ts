@@ -51,6 +51,8 @@ export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
   logits: 'last',
 };
 
+const ROTARY_CACHE_MIN_ROWS = 8192;
+
 /** Graph input and output names, shared with the generator and the side networks. */
 export const IO = {
   inputIds: 'input_ids', // (batch, seq) int64
@@ -171,13 +173,16 @@ export async function buildBackboneGraph(
   const invFreq = ropeInverseFrequencies(cfg);
   let rotary: Rotary;
   if (o.fused) {
-    const caches = rotaryCaches(invFreq, cfg.maxPositions);
+    // The fused kernel cannot extend its tables at run time: size them past the configured context
+    // (RoPE itself extends to any position; 8192 rows of d_h/2 cost little).
+    const rows = Math.max(cfg.maxPositions, ROTARY_CACHE_MIN_ROWS);
+    const caches = rotaryCaches(invFreq, rows);
     const half = headDim / 2;
     rotary = {
       kind: 'fused',
       positions,
-      cos: placer.place('rotary.cos_cache', 'float32', [cfg.maxPositions, half], caches.cos, 'other'),
-      sin: placer.place('rotary.sin_cache', 'float32', [cfg.maxPositions, half], caches.sin, 'other'),
+      cos: placer.place('rotary.cos_cache', 'float32', [rows, half], caches.cos, 'other'),
+      sin: placer.place('rotary.sin_cache', 'float32', [rows, half], caches.sin, 'other'),
     };
   } else {
     rotary = { kind: 'tables', ...rotaryTables(positions, headDim, cfg.ropeTheta, { invFreq }) };
