@@ -1,20 +1,12 @@
 import type { PutAdapterInput, TensorInput } from '../../adapters/index.ts';
+import { rng } from './gradcheck.ts';
 
 /** A fixed fake backbone fingerprint (64 hex) and a different one. */
 export const BACKBONE = { name: 'tiny-test-backbone', fingerprint: 'a'.repeat(64) };
 export const OTHER_BACKBONE = { name: 'other-backbone', fingerprint: 'b'.repeat(64) };
 
-/** Deterministic pseudo-random floats (mulberry32), so fixtures are reproducible. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic pseudo-random floats, so fixtures are reproducible. */
+export { rng };
 
 export interface SideNetShape {
   /** Backbone width d. */

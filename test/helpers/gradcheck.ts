@@ -1,17 +1,12 @@
 import { expect } from 'vitest';
 import { Graph, grad, mul, reduceSum, toModelBytes, type Value } from '../../gpu-worker/src/graph/index.ts';
 import { createSession, tensor } from '../../gpu-worker/src/runtime/index.ts';
+import { Rng } from '../../gpu-worker/src/util/rng.ts';
 
-/** A small deterministic PRNG (mulberry32) so every check sees the same numbers. */
+/** Deterministic uniform [0, 1) numbers from a seed (the worker's mulberry32 Rng). */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 export interface CheckInput {
