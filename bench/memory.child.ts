@@ -63,10 +63,11 @@ if (arg.method === 'build-qlora') {
   process.exit(0);
 }
 
-// Training sessions keep onnxruntime's memory arena (fast reuse step after step). The side nets'
-// backbone session is inference only and runs without one, so its activations go back to the
-// system before the side step runs instead of staying reserved beside it (BENCH_ARENA=1: arena on).
-const SESSION = { memoryArena: true } as const;
+// Training sessions keep onnxruntime's memory arena (fast reuse step after step; BENCH_TRAIN_ARENA=0
+// turns it off). The side nets' backbone session is inference only and runs without one, so its
+// activations go back to the system before the side step runs (BENCH_ARENA=1: arena on).
+// BENCH_SKIP_SIDE=1 runs the side nets' backbone pass alone, to split their peak in two.
+const SESSION = { memoryArena: process.env.BENCH_TRAIN_ARENA !== '0' } as const;
 const BACKBONE_SESSION = { memoryArena: process.env.BENCH_ARENA === '1' } as const;
 const times: number[] = [];
 const backboneTimes: number[] = [];
@@ -125,7 +126,7 @@ if (arg.method === 'qlora') {
       [SIDE_IO.positions]: i64(positions, [B, T]),
     };
     for (const t of shape.taps) feeds[SIDE_IO.tap(t)] = outputs[`tap.${t}`]!;
-    await runner.step(feeds, 1e-4);
+    if (process.env.BENCH_SKIP_SIDE !== '1') await runner.step(feeds, 1e-4);
     if (s > 0) {
       times.push(performance.now() - start);
       backboneTimes.push(backboneDone - start);
