@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises';
+import { fromHalfBits, toHalfBits } from '../../util/half.ts';
 
 /**
  * A safetensors writer for tests (https://github.com/huggingface/safetensors#format), written apart
@@ -22,47 +23,12 @@ export interface WriterTensor {
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
-/** IEEE half bits of a float32, rounded to nearest even; overflow -> inf, NaN kept. */
-export function f32ToF16Bits(value: number): number {
-  f32[0] = value;
-  const x = u32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000; // value = mant * 2^(e - 14) half-ulps
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && half & 1)) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++; // a carry into the exponent is still right
-  return sign | half;
-}
-
 /** bfloat16 bits of a float32 (its top half), rounded to nearest even. */
 export function f32ToBf16Bits(value: number): number {
   f32[0] = value;
   const x = u32[0]!;
   if ((x & 0x7f800000) === 0x7f800000 && x & 0x7fffff) return (x >>> 16) | 0x40;
   return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
-}
-
-export function f16BitsToNumber(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >>> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * 2 ** -14 * (frac / 1024);
-  if (exp === 31) return frac ? Number.NaN : sign * Number.POSITIVE_INFINITY;
-  return sign * 2 ** (exp - 15) * (1 + frac / 1024);
 }
 
 export function bf16BitsToNumber(b: number): number {
@@ -75,7 +41,7 @@ export function storedValues(dtype: FloatDType, data: Float32Array): Float32Arra
   if (dtype === 'F32') return Float32Array.from(data);
   const round =
     dtype === 'F16'
-      ? (x: number) => f16BitsToNumber(f32ToF16Bits(x))
+      ? (x: number) => fromHalfBits(toHalfBits(x))
       : (x: number) => bf16BitsToNumber(f32ToBf16Bits(x));
   return data.map(round);
 }
@@ -83,7 +49,7 @@ export function storedValues(dtype: FloatDType, data: Float32Array): Float32Arra
 /** The little-endian bytes of float32 values in dtype. */
 export function encodeValues(dtype: FloatDType, data: Float32Array): Uint8Array {
   if (dtype === 'F32') return new Uint8Array(Float32Array.from(data).buffer);
-  const toBits = dtype === 'F16' ? f32ToF16Bits : f32ToBf16Bits;
+  const toBits = dtype === 'F16' ? toHalfBits : f32ToBf16Bits;
   const out = new Uint8Array(data.length * 2);
   const view = new DataView(out.buffer);
   for (let i = 0; i < data.length; i++) view.setUint16(2 * i, toBits(data[i]!), true);

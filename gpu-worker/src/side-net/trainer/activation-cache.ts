@@ -14,8 +14,8 @@ import {
 import { join } from 'node:path';
 import { z } from 'zod';
 import { f32, type Tensor } from '../../runtime/index.ts';
+import { decodeHalf, encodeHalf } from '../../util/half.ts';
 import type { Batch } from '../data/index.ts';
-import { decodeHalf, encodeHalf } from './fp16.ts';
 
 /**
  * Backbone activations of the training set on disk as fp16, so epochs after the first skip the

@@ -1,3 +1,4 @@
+export { decodeHalf, encodeHalf, fromHalfBits, HALF_MAX, toHalfBits } from '../../util/half.ts';
 export {
   ActivationCache,
   type ActivationCacheOptions,
@@ -12,7 +13,6 @@ export {
   encodeCheckpoint,
 } from './checkpoint.ts';
 export { type EvalContext, evaluateClassification, evaluateLoss, SideEvaluator } from './evaluate.ts';
-export { decodeHalf, encodeHalf, fromHalfBits, HALF_MAX, toHalfBits } from './fp16.ts';
 export {
   type CheckpointPolicy,
   checkExamples,

@@ -1,5 +1,5 @@
 /**
- * IEEE 754 binary16 ("fp16") conversion for the activation cache: float32 -> half with
+ * IEEE 754 binary16 ("fp16") conversion (the activation cache, F16 checkpoints): float32 -> half with
  * round-to-nearest, ties to even (what a hardware cast does), and half -> float32 exactly.
  *
  *   half bits:  s | eeeee | mmmmmmmmmm        bias 15; e = 0: subnormal m * 2^-24; e = 31: inf / NaN
