@@ -3,7 +3,8 @@
 
 import { IO } from '../../gpu-worker/src/backbone/graph/emit.ts';
 import { type BackboneConfig, HF_NAMES, type TensorSource } from '../../gpu-worker/src/backbone/types.ts';
-import { f32, type Tensor } from '../../gpu-worker/src/runtime/index.ts';
+import { type Graph, toModelBytes } from '../../gpu-worker/src/graph/index.ts';
+import { createSession, f32, i64, type Tensor } from '../../gpu-worker/src/runtime/index.ts';
 import { rng } from './gradcheck.ts';
 import type { Weights } from './reference-llm.ts';
 
@@ -105,4 +106,27 @@ export function emptyPast(cfg: BackboneConfig, batch: number): Record<string, Te
     feeds[IO.pastValue(i)] = f32(new Float32Array(0), [batch, cfg.kvHeads, 0, cfg.headDim]);
   }
   return feeds;
+}
+
+/** Every output of a backbone graph for one unpadded sequence at positions 0..T-1, no cache. */
+export async function runSequence(
+  graph: Graph,
+  cfg: BackboneConfig,
+  ids: number[],
+): Promise<Record<string, Tensor>> {
+  const session = await createSession(toModelBytes(graph));
+  const T = ids.length;
+  try {
+    return await session.run({
+      [IO.inputIds]: i64(ids, [1, T]),
+      [IO.attentionMask]: i64(new Array(T).fill(1), [1, T]),
+      [IO.positionIds]: i64(
+        ids.map((_, t) => t),
+        [1, T],
+      ),
+      ...emptyPast(cfg, 1),
+    });
+  } finally {
+    await session.dispose();
+  }
 }

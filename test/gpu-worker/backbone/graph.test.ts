@@ -1,9 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildBackboneGraph, IO } from '../../../gpu-worker/src/backbone/graph/emit.ts';
-import { toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
-import { createSession, i64 } from '../../../gpu-worker/src/runtime/index.ts';
 import { referenceForward } from '../../helpers/reference-llm.ts';
-import { emptyPast, memorySource, randomWeights, VARIANTS } from '../../helpers/tiny-backbone.ts';
+import { memorySource, randomWeights, runSequence, VARIANTS } from '../../helpers/tiny-backbone.ts';
 
 function maxRelError(got: Float32Array, want: Float64Array[]): number {
   const flat = want.flatMap((r) => Array.from(r));
@@ -29,18 +27,9 @@ describe('the fp32 ONNX backbone matches an independent float64 reference', () =
     const ops = new Set(graph.nodes.map((n) => n.op.type));
     expect(ops.has('SkipSimplifiedLayerNormalization')).toBe(fused);
     expect(ops.has('RotaryEmbedding')).toBe(fused);
-    const session = await createSession(toModelBytes(graph));
     const ids = [3, 17, 42, 5, 60, 0, 9, 33, 21];
     const T = ids.length;
-    const out = await session.run({
-      [IO.inputIds]: i64(ids, [1, T]),
-      [IO.attentionMask]: i64(new Array(T).fill(1), [1, T]),
-      [IO.positionIds]: i64(
-        ids.map((_, t) => t),
-        [1, T],
-      ),
-      ...emptyPast(cfg, 1),
-    });
+    const out = await runSequence(graph, cfg, ids);
     const ref = referenceForward(cfg, weights, ids);
     for (let l = 0; l <= cfg.layers; l++) {
       expect(maxRelError(out[IO.tap(l)]!.data as Float32Array, ref.taps[l]!), `tap ${l}`).toBeLessThanOrEqual(
@@ -50,7 +39,6 @@ describe('the fp32 ONNX backbone matches an independent float64 reference', () =
     expect(maxRelError(out[IO.finalHidden]!.data as Float32Array, ref.finalHidden)).toBeLessThanOrEqual(1e-4);
     expect(maxRelError(out[IO.logits]!.data as Float32Array, ref.logits)).toBeLessThanOrEqual(1e-4);
     expect(out[IO.presentKey(1)]!.dims).toEqual([1, cfg.kvHeads, T, cfg.headDim]);
-    await session.dispose();
   });
 });
 
@@ -66,18 +54,7 @@ describe('the 4-bit backbone', () => {
           ...linear,
           logits: 'all',
         });
-        const session = await createSession(toModelBytes(graph));
-        const T = ids.length;
-        const out = await session.run({
-          [IO.inputIds]: i64(ids, [1, T]),
-          [IO.attentionMask]: i64(new Array(T).fill(1), [1, T]),
-          [IO.positionIds]: i64(
-            ids.map((_, t) => t),
-            [1, T],
-          ),
-          ...emptyPast(cfg, 1),
-        });
-        await session.dispose();
+        const out = await runSequence(graph, cfg, ids);
         return { logits: out[IO.logits]!.data as Float32Array, report };
       };
       const fp32 = await run({ linear: { kind: 'fp32' } });
@@ -113,24 +90,13 @@ describe('8-bit embedding and LM head', () => {
       const cfg = VARIANTS[variant]!;
       const weights = randomWeights(cfg, 8);
       const ids = [3, 17, 42, 5, 60, 0, 9];
-      const T = ids.length;
       const run = async (embeddings: 'fp32' | 'int8') => {
         const { graph, report } = await buildBackboneGraph(cfg, memorySource(weights), {
           linear: { kind: 'fp32' },
           logits: 'all',
           embeddings,
         });
-        const session = await createSession(toModelBytes(graph));
-        const out = await session.run({
-          [IO.inputIds]: i64(ids, [1, T]),
-          [IO.attentionMask]: i64(new Array(T).fill(1), [1, T]),
-          [IO.positionIds]: i64(
-            ids.map((_, t) => t),
-            [1, T],
-          ),
-          ...emptyPast(cfg, 1),
-        });
-        await session.dispose();
+        const out = await runSequence(graph, cfg, ids);
         return {
           logits: out[IO.logits]!.data as Float32Array,
           report,
