@@ -1,5 +1,6 @@
 import { createSession, type SessionOptions } from '../runtime/index.ts';
 import { type BackboneBuild, buildBackbone } from './build.ts';
+import { loadConfig } from './checkpoint/config.ts';
 import {
   BackboneStepper,
   type GenerationHooks,
@@ -40,13 +41,15 @@ export class Backbone {
 
   static async open(dir: string, opts: OpenBackboneOptions): Promise<Backbone> {
     const tokenizer = await loadTokenizer(dir);
-    const build = await buildBackbone(dir, { cacheDir: opts.cacheDir, graph: opts.graph ?? {} });
-    if (tokenizer.vocabSize > build.config.vocabSize) {
+    // Checked before building: a mismatched pair should not cost a build or leave one cached.
+    const config = await loadConfig(dir);
+    if (tokenizer.vocabSize > config.vocabSize) {
       throw new Error(
         `${dir}: tokenizer.json has ${tokenizer.vocabSize} token ids but config.json vocab_size is ` +
-          `${build.config.vocabSize}: the embedding cannot look them all up`,
+          `${config.vocabSize}: the embedding cannot look them all up`,
       );
     }
+    const build = await buildBackbone(dir, { cacheDir: opts.cacheDir, graph: opts.graph ?? {} });
     const session = await createSession(build.modelPath, opts.session ?? {});
     return new Backbone(dir, build.config, tokenizer, build, new BackboneStepper(session, build.config));
   }

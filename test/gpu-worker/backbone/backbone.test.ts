@@ -36,6 +36,8 @@ describe('Backbone: a model directory made ready to serve', () => {
     const config = JSON.parse(readFileSync(configPath, 'utf8'));
     // Shrink the model's vocabulary below the tokenizer's (and its embedding to match).
     writeFileSync(configPath, JSON.stringify({ ...config, vocab_size: 100 }));
-    await expect(Backbone.open(ckpt.dir, { cacheDir: join(root, 'cache') })).rejects.toThrow(/vocab/);
+    await expect(Backbone.open(ckpt.dir, { cacheDir: join(root, 'cache') })).rejects.toThrow(
+      /tokenizer\.json has \d+ token ids but config\.json vocab_size is 100/,
+    );
   });
 });
