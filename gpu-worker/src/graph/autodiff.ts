@@ -27,18 +27,22 @@ export function stopGradient(x: Value): Value {
  * y with a hand-written gradient: autodiff does not look into how y was computed; `rule(gy)`
  * gives the gradients of `deps` instead. For computations cheaper to redo in the backward than
  * to keep (a chunked loss recomputes each chunk's logits rather than storing all of them).
+ *
+ * The rule also receives the deps and y as the node holds them when the backward is built: a rule
+ * that uses those (not the values it closed over) still works after its graph has been inlined
+ * into another one (the QLoRA step inlines the backbone's).
  */
 export function customGrad(
   y: Value,
   deps: readonly Value[],
-  rule: (gy: Value) => (Value | undefined)[],
+  rule: (gy: Value, deps: readonly Value[], y: Value) => (Value | undefined)[],
 ): Value {
   const op: OpDef = {
     type: 'Identity',
     onnxInputs: 1,
     infer: ([v]) => [{ dtype: v!.dtype, shape: v!.shape }],
-    vjp: ({ grads }) => {
-      const out = rule(grads[0]!);
+    vjp: ({ grads, inputs, outputs }) => {
+      const out = rule(grads[0]!, inputs.slice(1), outputs[0]!);
       if (out.length !== deps.length) {
         throw new GraphError(`customGrad: the rule gave ${out.length} gradients for ${deps.length} inputs`);
       }

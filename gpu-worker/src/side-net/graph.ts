@@ -2,6 +2,7 @@ import { cachedAttention } from '../backbone/graph/attention.ts';
 import {
   add,
   attentionBias,
+  DEFAULT_SCORE_BLOCK,
   dropout,
   type Graph,
   linear,
@@ -27,6 +28,8 @@ export interface SideInputs {
   past?: { keys: Value[]; values: Value[] } | undefined; // per side layer (B, H_s, P, dh_s)
   /** Training only: the dropout seed (int64 scalar); no dropout without it. */
   dropoutSeed?: Value | undefined;
+  /** Score elements per block of query rows (chunkedAttention); 0: full attention. Default DEFAULT_SCORE_BLOCK. */
+  scoreBlock?: number | undefined;
 }
 
 export interface SideOutputs {
@@ -95,7 +98,13 @@ export function sideForward(
               rotary: { kind: 'tables', cos, sin },
               bias,
             },
-            { heads: s.heads, kvHeads: s.heads, headDim: s.headDim, eps: s.eps },
+            {
+              heads: s.heads,
+              kvHeads: s.heads,
+              headDim: s.headDim,
+              eps: s.eps,
+              scoreBlock: inp.scoreBlock ?? DEFAULT_SCORE_BLOCK,
+            },
           ),
         );
         present.keys.push(attn.presentK);

@@ -16,6 +16,7 @@ import {
   concat,
   type Graph,
   GraphError,
+  inlineGraph,
   type LossFn,
   matmul,
   type OpDef,
@@ -224,47 +225,4 @@ function emptyLike(like: Value, ids: Value): Value {
   const shape = concat([shapeOf(ids, 0, 1), g.vector([heads, 0, dim])], 0); // (4) int64
   const past = g.op(EXPAND, [empty, shape], {}, { hints: [[like.shape[0]!, heads, 0, dim]] }); // (B, H_kv, 0, d_h)
   return relabel(past, like.shape); // (batch, H_kv, past, d_h)
-}
-
-/**
- * Re-emit every node of `src` into `g` under g's current path, its inputs bound by `bind`, its
- * initializers shared (the data is not copied), its outputs dropped. Returns the map from src
- * values to g's. The backbone is built asynchronously (weights stream in) and on its own graph;
- * a training step's loss is a synchronous function of the step's graph: this joins the two.
- */
-function inlineGraph(g: Graph, src: Graph, bind: (input: Value) => Value): (v: Value) => Value {
-  const map = new Map<Value, Value>();
-  for (const v of src.inputs) map.set(v, bind(v));
-  const inits = new Map(src.initializers.map((i) => [i.value, i]));
-  const outputs = new Set(src.outputs);
-  const inlined = (v: Value): Value => {
-    const found = map.get(v);
-    if (found) return found;
-    const init = inits.get(v);
-    if (!init) throw new GraphError(`qlora: ${v} of graph '${src.options.name}' has no producer`);
-    const made = v.constData
-      ? g.constant(v.dtype, init.dims, init.data)
-      : init.external
-        ? g.externalInitializer(v.name, v.dtype, init.dims, init.external)
-        : g.initializer(v.name, v.dtype, init.dims, init.data);
-    map.set(v, made);
-    return made;
-  };
-  const base = g.path === '/' ? '' : g.path;
-  for (const node of src.nodes) {
-    const out = node.outputs[0]!;
-    if (outputs.has(out)) {
-      map.set(out, inlined(node.inputs[0]!));
-      continue;
-    }
-    const cut = node.name.lastIndexOf('/');
-    const made = g.withPath(`${base}${node.name.slice(0, cut)}`, () =>
-      g.emit(node.op, node.inputs.map(inlined), node.attrs, {
-        name: node.name.slice(cut + 1),
-        hints: node.outputs.map((o) => o.shape),
-      }),
-    );
-    for (const [i, o] of node.outputs.entries()) map.set(o, made[i]!);
-  }
-  return inlined;
 }

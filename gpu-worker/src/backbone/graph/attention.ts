@@ -2,6 +2,7 @@ import {
   add,
   applyRotary,
   cast,
+  chunkedAttention,
   concat,
   matmul,
   reshape,
@@ -38,6 +39,11 @@ export interface CachedAttentionShape {
   kvHeads: number;
   headDim: number;
   eps: number;
+  /**
+   * Attention over blocks of query rows holding at most this many scores each (chunkedAttention:
+   * memory linear in T, forward and backward); 0 or absent: one softmax over all T x (P+T) scores.
+   */
+  scoreBlock?: number | undefined;
 }
 
 /**
@@ -48,6 +54,7 @@ export interface CachedAttentionShape {
  *   past_k (B, Hkv, P, dh) ─────────────────────────────────────────────────────── Concat ─ present_k (B, Hkv, P+T, dh)
  *   v likewise ─ present_v
  *   scores = q present_k^T + bias (B, Hkv, G, T, P+T) ─ Softmax ─ @ present_v ─ (B, T, H*dh)
+ *   (or the same over blocks of query rows, chunkedAttention, when shape.scoreBlock is set)
  */
 export function cachedAttention(
   a: CachedAttentionInputs,
@@ -75,15 +82,22 @@ export function cachedAttention(
   const qRot = scale(qRope, 1 / Math.sqrt(s.headDim), 'ScaleQ');
   const presentK = a.pastK ? concat([a.pastK, kRot], 2, 'PresentK') : kRot; // (B, Hkv, P+T, dh)
   const presentV = a.pastV ? concat([a.pastV, v], 2, 'PresentV') : v; // (B, Hkv, P+T, dh)
-  const keys = unsqueeze(presentK, [2]); // (B, Hkv, 1, P+T, dh)
-  const values = unsqueeze(presentV, [2]); // (B, Hkv, 1, P+T, dh)
-  const scores = matmul(qRot, keys, { transB: true, name: 'Scores' }); // (B, Hkv, G, T, P+T)
-  const probs = softmax(add(scores, cast(a.bias, scores.dtype), 'AddBias')); // (B, Hkv, G, T, P+T)
-  const context = matmul(probs, values, { name: 'Context' }); // (B, Hkv, G, T, dh)
+  const context = s.scoreBlock
+    ? chunkedAttention(qRot, presentK, presentV, a.bias, { scoreBlock: s.scoreBlock })
+    : fullAttention(qRot, presentK, presentV, a.bias); // (B, Hkv, G, T, dh)
   const merged = reshape(
     transpose(context, [0, 3, 1, 2, 4], 'TransposeContext'),
     [0, 0, s.heads * s.headDim],
     'MergeHeads',
   ); // (B, T, H*dh)
   return { out: merged, presentK, presentV };
+}
+
+/** softmax(q k^T + bias) v in one piece: (B, Hkv, G, T, P+T) scores, kept for the backward. */
+function fullAttention(q: Value, presentK: Value, presentV: Value, bias: Value): Value {
+  const keys = unsqueeze(presentK, [2]); // (B, Hkv, 1, P+T, dh)
+  const values = unsqueeze(presentV, [2]); // (B, Hkv, 1, P+T, dh)
+  const scores = matmul(q, keys, { transB: true, name: 'Scores' }); // (B, Hkv, G, T, P+T)
+  const probs = softmax(add(scores, cast(bias, scores.dtype), 'AddBias')); // (B, Hkv, G, T, P+T)
+  return matmul(probs, values, { name: 'Context' }); // (B, Hkv, G, T, dh)
 }

@@ -1,6 +1,7 @@
 import {
   add,
   attentionBias,
+  DEFAULT_SCORE_BLOCK,
   type ExternalDataWriter,
   Graph,
   gather,
@@ -41,6 +42,11 @@ export interface BackboneGraphOptions {
    * without writing (T, V) at prefill), or none (the side network computes its own).
    */
   logits: 'all' | 'last' | 'none';
+  /**
+   * Attention over blocks of query rows holding at most this many scores each, so no (T, P+T)
+   * score tensor per head is ever whole (chunkedAttention); 0: one softmax over all of them.
+   */
+  scoreBlock: number;
 }
 
 export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
@@ -49,6 +55,7 @@ export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
   embeddings: 'fp32',
   fused: true,
   logits: 'last',
+  scoreBlock: DEFAULT_SCORE_BLOCK,
 };
 
 const ROTARY_CACHE_MIN_ROWS = 8192;
@@ -217,7 +224,7 @@ export async function buildBackboneGraph(
     const attn = g.scope(attnPath, () =>
       cachedAttention(
         { q, k, v, pastK, pastV, rotary, bias, qNorm, kNorm },
-        { heads, kvHeads, headDim, eps: cfg.rmsNormEps },
+        { heads, kvHeads, headDim, eps: cfg.rmsNormEps, scoreBlock: o.scoreBlock },
       ),
     );
     g.output(attn.presentK, IO.presentKey(i));

@@ -6,6 +6,11 @@ export {
   causalSelfAttention,
   MASKED_SCORE,
 } from './attention.ts';
+export {
+  type ChunkedAttentionOptions,
+  chunkedAttention,
+  DEFAULT_SCORE_BLOCK,
+} from './chunked-attention.ts';
 export { type DropoutOptions, dropout } from './dropout.ts';
 export { type LinearOptions, linear } from './linear.ts';
 export { type CrossEntropyOptions, crossEntropy } from './loss.ts';

@@ -33,6 +33,10 @@ export interface ScanSpec {
   scans: readonly Value[];
   /** Shapes of the stacked scan outputs (iterations, ...per-iteration shape). */
   outShapes?: readonly Shape[];
+  /** The axis each scan input is sliced along (default 0 for all). */
+  inputAxes?: readonly number[];
+  /** The axis each scan output stacks its iterations along (default 0 for all). */
+  outputAxes?: readonly number[];
   name?: string;
 }
 
@@ -43,7 +47,12 @@ export function scan(g: Graph, spec: ScanSpec): Value[] {
   return g.emit(
     SCAN,
     [...spec.states, ...spec.scans],
-    { body: { subgraph: spec.body }, num_scan_inputs: spec.scans.length },
+    {
+      body: { subgraph: spec.body },
+      num_scan_inputs: spec.scans.length,
+      ...(spec.inputAxes ? { scan_input_axes: [...spec.inputAxes] } : {}),
+      ...(spec.outputAxes ? { scan_output_axes: [...spec.outputAxes] } : {}),
+    },
     { name: spec.name ?? 'Scan', hints: spec.outShapes ?? [] },
   );
 }

@@ -284,7 +284,8 @@ export const MIN: OpDef = {
   infer: ([a, b]) => [{ dtype: a!.dtype, shape: broadcast(a!, b!) }],
 };
 
-function minOf(a: Value, b: Value): Value {
+/** Elementwise minimum (integer shape arithmetic; no gradient). */
+export function minOf(a: Value, b: Value): Value {
   return a.graph.op(MIN, [a, b]);
 }
 
