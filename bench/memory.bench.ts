@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MALLOC_ENV } from '../gpu-worker/src/runtime/malloc.ts';
 import { writeTinyCheckpoint } from '../test/helpers/tiny-checkpoint.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -17,6 +18,7 @@ const METHODS = ['lst', 'xladder', 'qlora'] as const;
 
 function child(arg: object): Record<string, number | string> {
   const run = spawnSync(tsx, [join(here, 'memory.child.ts'), JSON.stringify(arg)], {
+    env: { ...MALLOC_ENV, ...process.env }, // as the worker runs
     encoding: 'utf8',
     maxBuffer: 64 * 2 ** 20,
   });

@@ -3,20 +3,14 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import {
-  BackboneStepper,
-  buildBackbone,
-  HF_NAMES,
-  loadConfig,
-  openCheckpoint,
-} from '../gpu-worker/src/backbone/index.ts';
+import { loadConfig, openCheckpoint } from '../gpu-worker/src/backbone/index.ts';
 import {
   buildTrainStep,
   ExternalDataWriter,
   saveModel,
   toModelBytes,
 } from '../gpu-worker/src/graph/index.ts';
-import { createSession, f32, i64, type Tensor, TrainRunner } from '../gpu-worker/src/runtime/index.ts';
+import { f32, i64, type Tensor, TrainRunner } from '../gpu-worker/src/runtime/index.ts';
 import {
   initSideNet,
   lstPreset,
@@ -26,6 +20,7 @@ import {
   xladderPreset,
 } from '../gpu-worker/src/side-net/index.ts';
 import { buildQloraTrainStep } from '../gpu-worker/src/side-net/qlora.ts';
+import { BackbonePass, loadLmHead } from '../gpu-worker/src/side-net/trainer/index.ts';
 
 const arg = JSON.parse(process.argv[2]!) as {
   method: 'build-qlora' | 'lst' | 'xladder' | 'qlora';
@@ -68,7 +63,10 @@ if (arg.method === 'build-qlora') {
 // activations go back to the system before the side step runs (BENCH_ARENA=1: arena on).
 // BENCH_SKIP_SIDE=1 runs the side nets' backbone pass alone, to split their peak in two.
 const SESSION = { memoryArena: process.env.BENCH_TRAIN_ARENA !== '0' } as const;
-const BACKBONE_SESSION = { memoryArena: process.env.BENCH_ARENA === '1' } as const;
+const BACKBONE_SESSION = {
+  memoryArena: process.env.BENCH_ARENA === '1',
+  memoryPattern: process.env.BENCH_PATTERN !== '0',
+} as const;
 const times: number[] = [];
 const backboneTimes: number[] = [];
 if (arg.method === 'qlora') {
@@ -98,34 +96,34 @@ if (arg.method === 'qlora') {
 } else {
   const config = arg.method === 'lst' ? lstPreset(cfg) : xladderPreset(cfg, Math.max(1, cfg.layers / 4));
   const shape = resolveSideNet(cfg, config);
-  const build = await buildBackbone(arg.ckpt, {
-    cacheDir: arg.cache,
-    graph: { taps: shape.taps, logits: 'none' },
-  });
-  const backbone = new BackboneStepper(await createSession(build.modelPath, BACKBONE_SESSION), cfg);
-  const source = await openCheckpoint(arg.ckpt);
-  const head = f32(await source.read(cfg.tieWordEmbeddings ? HF_NAMES.embed : HF_NAMES.lmHead), [
-    cfg.vocabSize,
-    cfg.hiddenSize,
-  ]);
-  await source.close();
+  // The trainer's own backbone pass: no KV cache, only the side net's taps fetched.
+  const backbone = await BackbonePass.open(arg.ckpt, arg.cache, shape, {}, BACKBONE_SESSION);
+  const head = f32(await loadLmHead(arg.ckpt, cfg), [cfg.vocabSize, cfg.hiddenSize]);
   const { graph, layout } = buildTrainStep(sideTrainSpec(shape));
   const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, initSideNet(shape, 1), {
     session: SESSION,
   });
-  const rows = (xs: number[]) => Array.from({ length: B }, (_, b) => xs.slice(b * T, (b + 1) * T));
+  const batch = {
+    indices: Array.from({ length: B }, (_, b) => b),
+    size: B,
+    length: T,
+    inputIds: BigInt64Array.from(ids, BigInt),
+    labels: BigInt64Array.from(labels, BigInt),
+    attentionMask: BigInt64Array.from(mask, BigInt),
+    positionIds: BigInt64Array.from(positions, BigInt),
+    tokens: B * T,
+    targets: labels.filter((l) => l !== -100).length,
+  };
   for (let s = 0; s < arg.steps + 1; s++) {
     const start = performance.now();
-    const { outputs } = await backbone.run({ ids: rows(ids), mask: rows(mask), positions: rows(positions) });
-    const backboneDone = performance.now();
     const feeds: Record<string, Tensor> = {
-      [SIDE_IO.finalHidden]: outputs.final_hidden!,
+      ...(await backbone.run(batch)),
       [SIDE_IO.lmHead]: head,
       [SIDE_IO.labels]: i64(labels, [B, T]),
       [SIDE_IO.mask]: i64(mask, [B, T]),
       [SIDE_IO.positions]: i64(positions, [B, T]),
     };
-    for (const t of shape.taps) feeds[SIDE_IO.tap(t)] = outputs[`tap.${t}`]!;
+    const backboneDone = performance.now();
     if (process.env.BENCH_SKIP_SIDE !== '1') await runner.step(feeds, 1e-4);
     if (s > 0) {
       times.push(performance.now() - start);

@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeTinyCheckpoint } from '../gpu-worker/src/backbone/dev/tiny-checkpoint.ts';
+import { MALLOC_ENV } from '../gpu-worker/src/runtime/malloc.ts';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name: string) => join(ROOT, 'node_modules', '.bin', name);
@@ -178,6 +179,7 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       wranglerEnv,
     );
     const worker = launch('gpu-worker', bin('tsx'), [join(ROOT, 'gpu-worker', 'src', 'main.ts')], {
+      ...MALLOC_ENV,
       ...process.env,
       LADDER_WORKER_HOST: '127.0.0.1',
       LADDER_WORKER_PORT: String(workerPort),

@@ -1,3 +1,4 @@
+export { MALLOC_ENV } from './malloc.ts';
 export {
   availableProviders,
   createSession,

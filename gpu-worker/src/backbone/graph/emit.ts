@@ -47,6 +47,11 @@ export interface BackboneGraphOptions {
    * score tensor per head is ever whole (chunkedAttention); 0: one softmax over all of them.
    */
   scoreBlock: number;
+  /**
+   * The key/value cache inputs and outputs (generation). Off for a pass over whole sequences
+   * (the side nets' training pass): no present tensors are written or kept alive.
+   */
+  kvCache: boolean;
 }
 
 export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
@@ -56,6 +61,7 @@ export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
   fused: true,
   logits: 'last',
   scoreBlock: DEFAULT_SCORE_BLOCK,
+  kvCache: true,
 };
 
 const ROTARY_CACHE_MIN_ROWS = 8192;
@@ -158,7 +164,7 @@ export async function buildBackboneGraph(
   };
 
   const ids = g.input(IO.inputIds, 'int64', ['batch', 'seq']);
-  const mask = g.input(IO.attentionMask, 'int64', ['batch', 'past+seq']);
+  const mask = g.input(IO.attentionMask, 'int64', ['batch', o.kvCache ? 'past+seq' : 'seq']);
   const positions = g.input(IO.positionIds, 'int64', ['batch', 'seq']);
   // The embedding table (V, d) in HF layout; 8-bit tables double as a MatMulNBits LM head.
   const table = await source.read(HF_NAMES.embed);
@@ -205,8 +211,12 @@ export async function buildBackboneGraph(
   for (let i = 0; i < cfg.layers; i++) {
     const n = HF_NAMES.layer(i);
     const path = `layers.${i}`;
-    const pastK = g.input(IO.pastKey(i), 'float32', ['batch', kvHeads, 'past', headDim]);
-    const pastV = g.input(IO.pastValue(i), 'float32', ['batch', kvHeads, 'past', headDim]);
+    const pastK = o.kvCache
+      ? g.input(IO.pastKey(i), 'float32', ['batch', kvHeads, 'past', headDim])
+      : undefined;
+    const pastV = o.kvCache
+      ? g.input(IO.pastValue(i), 'float32', ['batch', kvHeads, 'past', headDim])
+      : undefined;
     const attnPath = `${path}/attn`;
     let q = await lin(h, n.q, heads * headDim, d, `${attnPath}/q_proj`);
     let k = await lin(h, n.k, kvHeads * headDim, d, `${attnPath}/k_proj`);
@@ -227,8 +237,10 @@ export async function buildBackboneGraph(
         { heads, kvHeads, headDim, eps: cfg.rmsNormEps, scoreBlock: o.scoreBlock },
       ),
     );
-    g.output(attn.presentK, IO.presentKey(i));
-    g.output(attn.presentV, IO.presentValue(i));
+    if (o.kvCache) {
+      g.output(attn.presentK, IO.presentKey(i));
+      g.output(attn.presentV, IO.presentValue(i));
+    }
     const o1 = await lin(attn.out, n.o, d, heads * headDim, `${attnPath}/o_proj`);
     const postNorm = await vector(n.postAttnNorm, `${path}.post_attention_layernorm`);
     const mid = g.scope(path, () => nrm.addNorm(x, o1, postNorm, 'post_attention_layernorm'));

@@ -2,14 +2,7 @@ import { type BackboneBuild, buildBackbone } from '../../backbone/build.ts';
 import { openCheckpoint } from '../../backbone/checkpoint/index.ts';
 import { type BackboneGraphOptions, IO } from '../../backbone/graph/emit.ts';
 import { type BackboneConfig, HF_NAMES } from '../../backbone/types.ts';
-import {
-  createSession,
-  i64,
-  type Session,
-  type SessionOptions,
-  type Tensor,
-  zeros,
-} from '../../runtime/index.ts';
+import { createSession, i64, type Session, type SessionOptions, type Tensor } from '../../runtime/index.ts';
 import type { SideNetShape } from '../config.ts';
 import type { Batch } from '../data/index.ts';
 import { SIDE_IO } from '../steps.ts';
@@ -39,7 +32,7 @@ export class BackbonePass {
   ): Promise<BackbonePass> {
     const build = await buildBackbone(modelDir, {
       cacheDir,
-      graph: { ...choice, taps: [...shape.taps], logits: 'none', fused: true },
+      graph: { ...choice, taps: [...shape.taps], logits: 'none', fused: true, kvCache: false },
     });
     const names = [...shape.taps.map((t) => SIDE_IO.tap(t)), SIDE_IO.finalHidden];
     return new BackbonePass(build, await createSession(build.modelPath, session), names);
@@ -58,10 +51,6 @@ export class BackbonePass {
       [IO.attentionMask]: i64(batch.attentionMask, [B, T]),
       [IO.positionIds]: i64(batch.positionIds, [B, T]),
     };
-    for (let l = 0; l < c.layers; l++) {
-      feeds[IO.pastKey(l)] = zeros('float32', [B, c.kvHeads, 0, c.headDim]);
-      feeds[IO.pastValue(l)] = zeros('float32', [B, c.kvHeads, 0, c.headDim]);
-    }
     return this.session.run(feeds, this.names);
   }
 
