@@ -45,7 +45,6 @@ export class BackbonePass {
   /** Taps and final hidden state (B, T, d) of a batch, by side-net input name. */
   async run(batch: Batch): Promise<Record<string, Tensor>> {
     const { size: B, length: T } = batch;
-    const c = this.config;
     const feeds: Record<string, Tensor> = {
       [IO.inputIds]: i64(batch.inputIds, [B, T]),
       [IO.attentionMask]: i64(batch.attentionMask, [B, T]),
