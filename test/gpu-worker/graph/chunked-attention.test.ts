@@ -59,7 +59,7 @@ function reference(c: Case, q: number[], k: number[], v: number[], bias: number[
 }
 
 describe('chunkedAttention', () => {
-  it('equals plain softmax attention for one block, several blocks with padding rows, and a decoding step', async () => {
+  it('equals plain softmax attention for one block, several blocks with padding rows, and a decoding step; causal blocks read only their keys', async () => {
     const cases: { c: Case; block: number }[] = [
       { c: { B: 2, Hkv: 2, G: 2, T: 7, S: 7, dh: 4 }, block: 10_000 }, // one block
       { c: { B: 2, Hkv: 2, G: 2, T: 7, S: 7, dh: 4 }, block: 2 * 2 * 2 * 7 * 3 }, // 3 rows a block: 3 blocks, 2 pad rows
@@ -67,7 +67,7 @@ describe('chunkedAttention', () => {
       { c: { B: 2, Hkv: 2, G: 2, T: 1, S: 9, dh: 4 }, block: 1 }, // decoding: one query, a cache of 8
       { c: { B: 1, Hkv: 2, G: 1, T: 5, S: 12, dh: 4 }, block: 2 * 2 * 12 }, // prefill after a cache of 7
     ];
-    for (const { c, block } of cases) {
+    for (const [{ c, block }, causal] of cases.flatMap((x) => [[x, false] as const, [x, true] as const])) {
       const { B, Hkv, G, T, S, dh } = c;
       const g = new Graph({ name: 'chunked_attention' });
       // Symbolic dims: the block plan is computed at run time.
@@ -75,7 +75,7 @@ describe('chunkedAttention', () => {
       const k = g.input('k', 'float32', ['batch', Hkv, 'total', dh]);
       const v = g.input('v', 'float32', ['batch', Hkv, 'total', dh]);
       const bias = g.input('bias', 'float32', ['batch', 1, 1, 'seq', 'total']);
-      g.output(chunkedAttention(q, k, v, bias, { scoreBlock: block }), 'out');
+      g.output(chunkedAttention(q, k, v, bias, { scoreBlock: block, causal }), 'out');
       const session = await createSession(toModelBytes(g));
       const data = {
         q: randoms(B * Hkv * G * T * dh, 1),
@@ -94,7 +94,7 @@ describe('chunkedAttention', () => {
       const want = reference(c, data.q, data.k, data.v, data.bias);
       const got = out!.data as Float32Array;
       const worst = want.reduce((m, w, i) => Math.max(m, Math.abs(got[i]! - w)), 0);
-      expect(worst, `${JSON.stringify(c)} block ${block}`).toBeLessThan(1e-5);
+      expect(worst, `${JSON.stringify(c)} block ${block} causal ${causal}`).toBeLessThan(1e-5);
     }
   });
 
@@ -103,15 +103,17 @@ describe('chunkedAttention', () => {
     const { B, Hkv, G, T, S, dh } = c;
     // 2 query rows per block: blocks of rows {0,1}, {2,3}, {4 + one padding row}.
     const block = B * Hkv * G * S * 2;
-    await gradcheck(
-      (q, k, v, bias) => chunkedAttention(q, k, v, bias, { scoreBlock: block }),
-      [
-        { name: 'q', shape: [B, Hkv, G, T, dh] },
-        { name: 'k', shape: [B, Hkv, S, dh] },
-        { name: 'v', shape: [B, Hkv, S, dh] },
-        { name: 'bias', shape: [B, 1, 1, T, S], data: biasFor(c), diff: false },
-      ],
-    );
+    for (const causal of [false, true]) {
+      await gradcheck(
+        (q, k, v, bias) => chunkedAttention(q, k, v, bias, { scoreBlock: block, causal }),
+        [
+          { name: 'q', shape: [B, Hkv, G, T, dh] },
+          { name: 'k', shape: [B, Hkv, S, dh] },
+          { name: 'v', shape: [B, Hkv, S, dh] },
+          { name: 'bias', shape: [B, 1, 1, T, S], data: biasFor(c), diff: false },
+        ],
+      );
+    }
   });
 
   it('refuses tensors of the wrong rank and a non-positive block, naming the path', () => {

@@ -83,7 +83,7 @@ export function cachedAttention(
   const presentK = a.pastK ? concat([a.pastK, kRot], 2, 'PresentK') : kRot; // (B, Hkv, P+T, dh)
   const presentV = a.pastV ? concat([a.pastV, v], 2, 'PresentV') : v; // (B, Hkv, P+T, dh)
   const context = s.scoreBlock
-    ? chunkedAttention(qRot, presentK, presentV, a.bias, { scoreBlock: s.scoreBlock })
+    ? chunkedAttention(qRot, presentK, presentV, a.bias, { scoreBlock: s.scoreBlock, causal: true })
     : fullAttention(qRot, presentK, presentV, a.bias); // (B, Hkv, G, T, dh)
   const merged = reshape(
     transpose(context, [0, 3, 1, 2, 4], 'TransposeContext'),

@@ -3,9 +3,10 @@ import { Graph, GraphError, type Value } from '../builder.ts';
 import { add, div, mul, sub } from '../ops/arith.ts';
 import { cast } from '../ops/cast.ts';
 import { padRuntime, scan, sliceRuntime } from '../ops/control.ts';
+import { range } from '../ops/integer.ts';
 import { matmul } from '../ops/matmul.ts';
 import { reduceSum } from '../ops/reduce.ts';
-import { concat, minOf, RESHAPE, shapeOf, sizeOf, squeeze, unsqueeze } from '../ops/shape.ts';
+import { concat, EXPAND, minOf, RESHAPE, shapeOf, sizeOf, squeeze, unsqueeze } from '../ops/shape.ts';
 import { softmax } from '../ops/softmax.ts';
 
 /**
@@ -17,6 +18,11 @@ export const DEFAULT_SCORE_BLOCK = 4 * 2 ** 20;
 export interface ChunkedAttentionOptions {
   /** The most elements one block of scores may hold (see DEFAULT_SCORE_BLOCK). */
   scoreBlock: number;
+  /**
+   * The bias blocks every key after its query (query i sits at position S - T + i): each block
+   * then reads only the keys up to its last query, about half the work of a long sequence.
+   */
+  causal: boolean;
   name: string;
 }
 
@@ -26,9 +32,10 @@ export interface ChunkedAttentionOptions {
  * block, in the forward or the backward, so attention's memory grows with T, not T².
  *
  *   q (B, Hkv, G, T, dh) scaled ─ Pad T to n·c ─ Reshape (B, Hkv, G, n, c, dh) ─┐
- *   bias (B|1, 1, 1, T, S)       ─ Pad T to n·c ─ Reshape (B|1, 1, 1, n, c, S) ─┴─ Scan over n (axis 3):
- *       o_i = softmax(q_i k^T + bias_i) v                              (B, Hkv, G, c, S) per block
- *   out = o[:, :, :, :T]                                                (B, Hkv, G, T, dh)
+ *   bias (B|1, 1, 1, T, S)       ─ Pad T to n·c ─ Reshape (B|1, 1, 1, n, c, S) ─┤
+ *   ends (n): block i's keys are [0, e_i), e_i = S (or, causal, min(S, S - T + (i+1)·c)) ┴─ Scan over n:
+ *       o_i = softmax(q_i k[:e_i]^T + bias_i[:, :e_i]) v[:e_i]           (B, Hkv, G, c, e_i) per block
+ *   out = o[:, :, :, :T]                                                  (B, Hkv, G, T, dh)
  *
  * The number of blocks n is chosen at run time so a block holds at most `scoreBlock` scores, and
  * c = ceil(T / n) so less than one block is padding; a short sequence (or one decoding step) is
@@ -46,7 +53,7 @@ export function chunkedAttention(
   bias: Value, // (B|1, 1, 1, T, S) additive
   opts: Partial<ChunkedAttentionOptions> = {},
 ): Value {
-  const o = { scoreBlock: DEFAULT_SCORE_BLOCK, name: 'chunked_attention', ...opts };
+  const o = { scoreBlock: DEFAULT_SCORE_BLOCK, causal: false, name: 'chunked_attention', ...opts };
   const g = q.graph;
   if (q.rank !== 5 || k.rank !== 4 || v.rank !== 4 || bias.rank !== 5) {
     throw new GraphError(
@@ -60,18 +67,18 @@ export function chunkedAttention(
   return g.scope(o.name, () => {
     const keys = unsqueeze(k, [2]); // (B, Hkv, 1, S, dh)
     const values = unsqueeze(v, [2]); // (B, Hkv, 1, S, dh)
-    const blocks = blockPlan(q, k, o.scoreBlock);
-    const qBlocks = blocks.split(q, 'Queries'); // (B, Hkv, G, n, c, dh)
-    const biasBlocks = blocks.split(cast(bias, q.dtype), 'Bias'); // (B|1, 1, 1, n, c, S)
-    const forward = body(g, 'attention_block', [], [qBlocks, biasBlocks], (b, [qi, bi]) => {
-      const probs = softmax(add(matmul(qi!, b.outer(keys), { transB: true }), bi!)); // (B, Hkv, G, c, S)
-      return [matmul(probs, b.outer(values))]; // (B, Hkv, G, c, dh)
+    const blocks = blockPlan(q, k, o.scoreBlock, o.causal);
+    const scans = [blocks.split(q, 'Queries'), blocks.split(cast(bias, q.dtype), 'Bias'), blocks.ends];
+    const forward = body(g, 'attention_block', [], scans, (b, [qi, bi, end]) => {
+      const seen = visible(b, end!, o.causal);
+      const scores = add(matmul(qi!, seen(b.outer(keys), 3), { transB: true }), seen(bi!, 4));
+      return [matmul(softmax(scores), seen(b.outer(values), 3))]; // (B, Hkv, G, c, dh)
     });
     const [stacked] = scan(g, {
       body: forward,
       states: [],
-      scans: [qBlocks, biasBlocks],
-      inputAxes: [3, 3],
+      scans,
+      inputAxes: [3, 3, 0],
       outputAxes: [3],
       outShapes: [blocks.stackedShape(q)],
       name: 'Blocks',
@@ -79,7 +86,7 @@ export function chunkedAttention(
     const out = blocks.join(stacked!, q); // (B, Hkv, G, T, dh)
     // The rule builds from the values it is handed, so it survives inlining into another graph.
     return customGrad(out, [q, k, v, bias], (dOut, [q2, k2, v2, bias2], y) =>
-      chunkedAttentionGrad(dOut, y, q2!, k2!, v2!, bias2!, o.scoreBlock),
+      chunkedAttentionGrad(dOut, y, q2!, k2!, v2!, bias2!, o),
     );
   });
 }
@@ -92,33 +99,42 @@ function chunkedAttentionGrad(
   k: Value,
   v: Value,
   bias: Value,
-  scoreBlock: number,
+  o: ChunkedAttentionOptions,
 ): (Value | undefined)[] {
   const g = q.graph;
   const keys = unsqueeze(k, [2]); // (B, Hkv, 1, S, dh)
   const values = unsqueeze(v, [2]); // (B, Hkv, 1, S, dh)
-  const blocks = blockPlan(q, k, scoreBlock);
+  const blocks = blockPlan(q, k, o.scoreBlock, o.causal);
   const rowDot = reduceSum(mul(dOut, out), [-1], { keepdims: true }); // (B, Hkv, G, T, 1) = D
   const scans = [
     blocks.split(q, 'Queries'), // (B, Hkv, G, n, c, dh)
     blocks.split(cast(bias, q.dtype), 'Bias'), // (B|1, 1, 1, n, c, S)
     blocks.split(dOut, 'Grads'), // (B, Hkv, G, n, c, dh)
     blocks.split(rowDot, 'RowDots'), // (B, Hkv, G, n, c, 1)
+    blocks.ends, // (n)
   ];
   const backward = body(
     g,
     'attention_block_grad',
     [keys, values],
     scans,
-    (b, [dkIn, dvIn, qi, bi, dOi, Di]) => {
-      const kk = b.outer(keys);
-      const vv = b.outer(values);
-      const p = softmax(add(matmul(qi!, kk, { transB: true }), bi!)); // (B, Hkv, G, c, S)
-      const dS = mul(p, sub(matmul(dOi!, vv, { transB: true }), Di!)); // (B, Hkv, G, c, S)
-      const sumGroup = (t: Value) => (t.shape[2] === 1 ? t : reduceSum(t, [2], { keepdims: true }));
+    (b, [dkIn, dvIn, qi, bi, dOi, Di, end]) => {
+      const seen = visible(b, end!, o.causal);
+      const kk = seen(b.outer(keys), 3); // (B, Hkv, 1, e, dh)
+      const vv = seen(b.outer(values), 3);
+      const p = softmax(add(matmul(qi!, kk, { transB: true }), seen(bi!, 4))); // (B, Hkv, G, c, e)
+      const dS = mul(p, sub(matmul(dOi!, vv, { transB: true }), Di!)); // (B, Hkv, G, c, e)
+      // Sum over the group's query heads, then back to all S keys (the ones past e get nothing).
+      const toKeys = (t: Value) => {
+        const summed = t.shape[2] === 1 ? t : reduceSum(t, [2], { keepdims: true }); // (B, Hkv, 1, e, dh)
+        if (!o.causal) return summed;
+        const missing = sub(shapeOf(b.outer(keys), 3, 4), unsqueeze(end!, [0])); // (1) S - e
+        const pads = concat([b.vector([0, 0, 0, 0, 0, 0, 0, 0]), missing, b.vector([0])], 0);
+        return padRuntime(summed, pads, b.scalar(0, t.dtype), keys.shape);
+      };
       return [
-        add(dkIn!, sumGroup(matmul(dS, qi!, { transA: true })), 'AccumulateK'), // (B, Hkv, 1, S, dh)
-        add(dvIn!, sumGroup(matmul(p, dOi!, { transA: true })), 'AccumulateV'),
+        add(dkIn!, toKeys(matmul(dS, qi!, { transA: true })), 'AccumulateK'), // (B, Hkv, 1, S, dh)
+        add(dvIn!, toKeys(matmul(p, dOi!, { transA: true })), 'AccumulateV'),
         matmul(dS, kk), // dq_i (B, Hkv, G, c, dh)
       ];
     },
@@ -128,7 +144,7 @@ function chunkedAttentionGrad(
     body: backward,
     states: [zeros(keys), zeros(values)],
     scans,
-    inputAxes: [3, 3, 3, 3],
+    inputAxes: [3, 3, 3, 3, 0],
     outputAxes: [3],
     outShapes: [blocks.stackedShape(q)],
     name: 'GradBlocks',
@@ -136,9 +152,20 @@ function chunkedAttentionGrad(
   return [blocks.join(dq!, q), squeeze(dk!, [2]), squeeze(dv!, [2]), undefined];
 }
 
+/** Inside a block: x's first `end` keys along `axis` when causal, else all of x. */
+function visible(b: Graph, end: Value, causal: boolean): (x: Value, axis: number) => Value {
+  return (x, axis) => {
+    if (!causal) return x;
+    const shape = x.shape.map((d, i) => (i === axis ? 'attn_keys' : d));
+    return sliceRuntime(x, b.vector([0]), unsqueeze(end, [0]), [axis], shape);
+  };
+}
+
 interface BlockPlan {
   /** (..., T, last) padded along axis 3 to n·c rows and split into (..., n, c, last). */
   split(x: Value, name: string): Value;
+  /** (n) int64: how many keys block i reads. */
+  ends: Value;
   /** The symbolic shape of a stacked (B, Hkv, G, n, c, dh) scan output for q. */
   stackedShape(q: Value): (number | string)[];
   /** (B, Hkv, G, n, c, dh) back to like's (B, Hkv, G, T, dh). */
@@ -149,7 +176,7 @@ interface BlockPlan {
  * n = ceil(T / c) blocks of c = ceil(T / min(T, ceil(B·H·T·S / scoreBlock))) rows: each block's
  * scores fit the budget and less than one block of rows is padding.
  */
-function blockPlan(q: Value, k: Value, scoreBlock: number): BlockPlan {
+function blockPlan(q: Value, k: Value, scoreBlock: number, causal: boolean): BlockPlan {
   const g = q.graph;
   const one = g.vector([1]);
   const ceilDiv = (a: Value, b: Value) => div(sub(add(a, b), one), b);
@@ -162,7 +189,19 @@ function blockPlan(q: Value, k: Value, scoreBlock: number): BlockPlan {
   const n = ceilDiv(rows, c); // (1) blocks
   const padRows = sub(mul(n, c), rows); // (1)
   const lead = (x: Value) => shapeOf(x, 0, 3); // (3) B, Hkv, G (or B, 1, 1)
+  const scalar = (x: Value) => squeeze(x, [0]);
+  // Block i's last query sits at S - T + (i+1)·c - 1: with a causal bias no later key is read.
+  const ends = causal
+    ? minOf(
+        add(
+          range(scalar(c), add(scalar(mul(n, c)), g.scalar(1, 'int64')), scalar(c), 'attn_blocks'),
+          sub(keys, rows),
+        ),
+        keys,
+      )
+    : g.op(EXPAND, [keys, n], {}, { hints: [['attn_blocks']] }); // S for every block
   return {
+    ends,
     split(x, name) {
       const zeros = g.vector([0, 0, 0, 0, 0, 0, 0, 0]);
       const pads = concat([zeros, padRows, g.vector([0])], 0); // begins (5), ends: only axis 3
@@ -197,7 +236,10 @@ function blockPlan(q: Value, k: Value, scoreBlock: number): BlockPlan {
   };
 }
 
-/** A Scan body: (states..., one block of each scan input...) -> (states'..., per-block outputs...). */
+/**
+ * A Scan body: (states..., one block of each scan input...) -> (states'..., per-block outputs...).
+ * A (..., n, c, last) input is sliced along axis 3 to (..., c, last); a (n) input to a scalar.
+ */
 function body(
   g: Graph,
   name: string,
@@ -209,9 +251,12 @@ function body(
   b.scope(name, () => {
     const inputs = [
       ...states.map((s, i) => b.input(`${name}/state_${i}`, s.dtype, s.shape)),
-      // A block of a (..., n, c, last) scan input sliced along axis 3: (..., c, last).
       ...scans.map((s, i) =>
-        b.input(`${name}/block_${i}`, s.dtype, [...s.shape.slice(0, 3), 'attn_rows', s.shape[5]!]),
+        b.input(
+          `${name}/block_${i}`,
+          s.dtype,
+          s.rank === 1 ? [] : [...s.shape.slice(0, 3), 'attn_rows', s.shape[5]!],
+        ),
       ),
     ];
     for (const [i, out] of fn(b, inputs).entries()) b.output(out, `${name}/out_${i}`);
