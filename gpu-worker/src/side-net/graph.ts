@@ -10,8 +10,8 @@ import {
   rmsNorm,
   rotaryTables,
   sigmoid,
-  silu,
   sub,
+  swiglu,
   type Value,
 } from '../graph/index.ts';
 import type { SideNetShape } from './config.ts';
@@ -113,9 +113,9 @@ export function sideForward(
         const x1 = add(h, drop(o, 'attn_dropout'), 'residual_attn');
         const m = rmsNorm(x1, p(`layers.${j}.mlp_norm`), { eps: s.eps, name: 'mlp_norm' });
         const mlp = g.scope('mlp', () => {
-          const gate = silu(linear(m, p(`layers.${j}.w_gate`), undefined, { name: 'gate_proj' }));
+          const gate = linear(m, p(`layers.${j}.w_gate`), undefined, { name: 'gate_proj' });
           const up = linear(m, p(`layers.${j}.w_up`), undefined, { name: 'up_proj' });
-          return linear(mul(gate, up), p(`layers.${j}.w_down`), undefined, { name: 'down_proj' });
+          return linear(swiglu(gate, up), p(`layers.${j}.w_down`), undefined, { name: 'down_proj' });
         });
         return add(x1, drop(mlp, 'mlp_dropout'), 'residual_mlp'); // (B, T, d_s)
       });

@@ -16,6 +16,7 @@ import {
   rotaryTables,
   silu,
   sin,
+  swiglu,
   toModelBytes,
   type Value,
 } from '../../../gpu-worker/src/graph/index.ts';
@@ -178,8 +179,15 @@ describe('gradients of the nn layers match finite differences', () => {
     await gradcheck((a, b) => linear(a, b), [x, w]);
   });
 
-  it('silu and tanh-GELU (float64)', async () => {
+  it('silu, swiglu (its hand-written backward) and tanh-GELU (float64)', async () => {
     await gradcheck((x) => silu(x), [{ name: 'x', shape: [2, 5], data: randoms(10, 3, 3) }]);
+    await gradcheck(
+      (gate, up) => swiglu(gate, up),
+      [
+        { name: 'gate', shape: [2, 5], data: randoms(10, 6, 4) },
+        { name: 'up', shape: [2, 5] },
+      ],
+    );
     await gradcheck(
       (x) => gelu(x, { approximate: 'tanh' }),
       [{ name: 'x', shape: [2, 5], data: randoms(10, 4, 3) }],

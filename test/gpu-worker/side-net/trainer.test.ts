@@ -6,6 +6,7 @@ import { FsAdapterStore } from '../../../adapters/index.ts';
 import {
   BackboneStepper,
   type BackboneTokenizer,
+  buildBackbone,
   generate,
   loadTokenizer,
   openCheckpoint,
@@ -124,12 +125,17 @@ async function train(opts: Partial<TrainSideNetOptions> & Pick<TrainSideNetOptio
 
 /** Greedy completions with the adapter: backbone step, then side step, each with its KV cache. */
 async function complete(result: TrainResult, weights: Record<string, Float32Array>, prompts: string[]) {
-  const pass = await BackbonePass.open(ckpt.dir, buildCacheDir, result.shape, {}, session);
+  // Generation's backbone: the side net's taps, with the KV cache the training pass leaves out.
+  const build = await buildBackbone(ckpt.dir, {
+    cacheDir: buildCacheDir,
+    graph: { taps: [...result.shape.taps], logits: 'none' },
+  });
+  const backbone = await createSession(build.modelPath, session);
   const side = await createSession(toModelBytes(buildSideInferenceGraph(result.shape)), session);
-  const cfg = pass.config;
+  const cfg = build.config;
   const head = f32(await loadLmHead(ckpt.dir, cfg), [cfg.vocabSize, cfg.hiddenSize]);
   const stepper = new AdapterStepper(
-    new BackboneStepper(pass.session, cfg),
+    new BackboneStepper(backbone, cfg),
     side,
     result.shape,
     adapterTensors(result.shape, weights),
@@ -143,7 +149,7 @@ async function complete(result: TrainResult, weights: Record<string, Float32Arra
     })),
     { detokenize: (ids) => tok.decode(ids, { skipSpecialTokens: true }), padId: tok.padTokenId ?? 0 },
   );
-  await Promise.all([pass.dispose(), side.dispose()]);
+  await Promise.all([backbone.dispose(), side.dispose()]);
   return out.map((r) => r.text ?? '');
 }
 

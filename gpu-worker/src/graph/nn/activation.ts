@@ -1,5 +1,6 @@
+import { customGrad } from '../autodiff.ts';
 import type { Value } from '../builder.ts';
-import { add, addScalar, mul, scale } from '../ops/arith.ts';
+import { add, addScalar, mul, scale, sub } from '../ops/arith.ts';
 import { cast } from '../ops/cast.ts';
 import { erf, sigmoid, tanh } from '../ops/unary.ts';
 
@@ -11,6 +12,25 @@ export interface SiluOptions {
 export function silu(x: Value, opts: Partial<SiluOptions> = {}): Value {
   const o = { name: 'silu', ...opts } satisfies SiluOptions;
   return x.graph.scope(o.name, () => mul(x, sigmoid(x)));
+}
+
+/**
+ * The SwiGLU gate of Llama-style MLPs (https://arxiv.org/abs/2002.05202): silu(gate) * up. Its
+ * backward keeps only gate and up and recomputes s = sigmoid(gate), rather than keeping s and
+ * silu(gate) from the forward (two fewer (..., d_ff) tensors per layer held for the backward):
+ *   d up = dy · gate·s        d gate = dy · up · s·(1 + gate·(1 - s))
+ */
+export function swiglu(gate: Value, up: Value, opts: Partial<SiluOptions> = {}): Value {
+  const o = { name: 'swiglu', ...opts } satisfies SiluOptions;
+  return gate.graph.scope(o.name, () => {
+    const y = mul(silu(gate), up);
+    return customGrad(y, [gate, up], (dy, [gate2, up2]) => {
+      const s = sigmoid(gate2!);
+      const one = gate2!.graph.scalar(1, gate2!.dtype);
+      const dGate = mul(mul(dy, up2!), mul(s, add(one, mul(gate2!, sub(one, s)))));
+      return [dGate, mul(dy, mul(gate2!, s))];
+    });
+  });
 }
 
 export interface GeluOptions {

@@ -1,4 +1,4 @@
-export { type GeluOptions, gelu, type SiluOptions, silu } from './activation.ts';
+export { type GeluOptions, gelu, type SiluOptions, silu, swiglu } from './activation.ts';
 export {
   type AttentionOptions,
   type AttentionParams,

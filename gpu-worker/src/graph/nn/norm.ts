@@ -1,3 +1,4 @@
+import { customGrad } from '../autodiff.ts';
 import type { Value } from '../builder.ts';
 import { add, addScalar, mul, sub } from '../ops/arith.ts';
 import { cast } from '../ops/cast.ts';
@@ -27,7 +28,16 @@ export function rmsNorm(
     const h = atLeastFloat32(x); // (..., C)
     const meanSquare = reduceMean(mul(h, h), [-1]); // (..., 1)
     const invRms = reciprocal(sqrt(addScalar(meanSquare, o.eps))); // (..., 1)
-    return mul(cast(mul(h, invRms), x.dtype), weight); // (..., C)
+    const y = mul(cast(mul(h, invRms), x.dtype), weight); // (..., C)
+    if (h !== x || weight.dtype !== x.dtype) return y;
+    // The backward keeps x and r = invRms only (not x·r and the squares), with u = dy·w:
+    //   dx = r·u - x·r³·mean(u·x)        dw = Σ dy·x·r   (summed over the leading axes by the driver)
+    return customGrad(y, [x, weight, invRms], (dy, [x2, w2, r2]) => {
+      const u = mul(dy, w2!);
+      const r3 = mul(r2!, mul(r2!, r2!));
+      const dx = sub(mul(u, r2!), mul(x2!, mul(r3, reduceMean(mul(u, x2!), [-1]))));
+      return [dx, mul(dy, mul(x2!, r2!)), undefined];
+    });
   });
 }
 

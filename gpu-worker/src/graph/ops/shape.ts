@@ -10,7 +10,7 @@ import {
   type Shape,
   shapeStr,
 } from '../dims.ts';
-import { add, sub } from './arith.ts';
+import { add, mul, sub } from './arith.ts';
 import { broadcast } from './check.ts';
 
 // Shape ops. Their shape arguments become int64 constant inputs, as ONNX wants them.
@@ -35,6 +35,40 @@ export function shapeOf(x: Value, start?: number, end?: number): Value {
 }
 
 /** Number of elements of x as an int64 scalar at run time. */
+/**
+ * Dim a of x as an int64 (1) tensor, without reading x where possible: a static dim is a constant,
+ * a symbolic one is read off a graph input declaring the same symbol. A backward that needs only
+ * a forward value's shape then does not keep that value alive until it runs.
+ */
+export function dimOf(x: Value, a: number): Value {
+  const g = x.graph;
+  const d = x.shape[a]!;
+  if (isStatic(d)) return g.vector([d]);
+  let coef = 1;
+  let acc: Value | undefined;
+  for (const f of d.split('*')) {
+    if (/^\d+$/.test(f)) {
+      coef *= Number(f);
+      continue;
+    }
+    const input = g.inputs.find((v) => v.shape.includes(f));
+    if (!input) return shapeOf(x, a, a + 1);
+    const axis = input.shape.indexOf(f);
+    const v = shapeOf(input, axis, axis + 1);
+    acc = acc ? mul(acc, v) : v;
+  }
+  return coef === 1 ? acc! : mul(acc!, g.vector([coef]));
+}
+
+/** x's shape as an int64 tensor, through dimOf: read off graph inputs rather than x where it can. */
+export function runtimeShape(x: Value): Value {
+  if (x.shape.every(isStatic)) return x.graph.vector(x.shape as number[]);
+  return concat(
+    x.shape.map((_, a) => dimOf(x, a)),
+    0,
+  );
+}
+
 export const SIZE: OpDef = { type: 'Size', infer: () => [{ dtype: 'int64', shape: [] }] };
 
 export function sizeOf(x: Value): Value {
@@ -87,7 +121,7 @@ export function reshape(x: Value, spec: readonly number[], name?: string): Value
 /** Reshape x to ref's shape (known only at run time when ref's shape is symbolic). */
 export function reshapeAs(x: Value, ref: Value): Value {
   if (ref.shape.every(isStatic)) return reshape(x, ref.shape as number[]);
-  return x.graph.op(RESHAPE, [x, shapeOf(ref)], {}, { hints: [ref.shape] });
+  return x.graph.op(RESHAPE, [x, runtimeShape(ref)], {}, { hints: [ref.shape] });
 }
 
 export const TRANSPOSE: OpDef = {
@@ -129,7 +163,7 @@ export function expand(x: Value, shape: readonly number[]): Value {
 /** Broadcast x to ref's shape. */
 export function expandAs(x: Value, ref: Value): Value {
   if (ref.shape.every(isStatic)) return expand(x, ref.shape as number[]);
-  return x.graph.op(EXPAND, [x, shapeOf(ref)], {}, { hints: [ref.shape] });
+  return x.graph.op(EXPAND, [x, runtimeShape(ref)], {}, { hints: [ref.shape] });
 }
 
 export const UNSQUEEZE: OpDef = {
@@ -188,7 +222,7 @@ export const CONCAT: OpDef = {
     const sizes = inputs.map((v) => v.shape[a]!);
     if (sizes.every(isStatic)) return split(g!, a, sizes as number[]);
     const runtime = concat(
-      inputs.map((v) => shapeOf(v, a, a + 1)),
+      inputs.map((v) => dimOf(v, a)),
       0,
     );
     return g!.graph.emit(SPLIT, [g!, runtime], { axis: a }, { hints: inputs.map((v) => v.shape) });
@@ -252,7 +286,7 @@ export const SLICE: OpDef = {
     // pads = [before_0.., after_0..] for the sliced axes: before = start, after = dim - end (clamped)
     const befores = ax.map((_, i) => graph.vector([s[i]!]));
     const afters = ax.map((a, i) => {
-      const dim = shapeOf(x!, a, a + 1);
+      const dim = dimOf(x!, a);
       const end = e[i]! < 0 ? add(dim, graph.vector([e[i]!])) : minOf(dim, graph.vector([e[i]!]));
       return sub(dim, end);
     });

@@ -35,7 +35,10 @@ export class BackbonePass {
       graph: { ...choice, taps: [...shape.taps], logits: 'none', fused: true, kvCache: false },
     });
     const names = [...shape.taps.map((t) => SIDE_IO.tap(t)), SIDE_IO.finalHidden];
-    return new BackbonePass(build, await createSession(build.modelPath, session), names);
+    // No memory arena by default: an arena would keep the pass's peak (tens of MB per layer for a
+    // long batch) reserved while the side step runs; without one it goes back between the two.
+    const options = { memoryArena: false, ...session };
+    return new BackbonePass(build, await createSession(build.modelPath, options), names);
   }
 
   get config(): BackboneConfig {
