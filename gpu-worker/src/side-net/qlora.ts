@@ -14,6 +14,7 @@ import {
   type BatchSpec,
   buildTrainStep,
   concat,
+  DEFAULT_SCORE_BLOCK,
   type Graph,
   GraphError,
   inlineGraph,
@@ -128,7 +129,14 @@ export async function qloraSpec(
   const { graph: backbone, report } = await buildBackboneGraph(
     cfg,
     source,
-    { linear: o.kernel, fused: false, taps: [], logits: 'none', embeddings: 'fp32' },
+    {
+      linear: o.kernel,
+      fused: false,
+      taps: [],
+      logits: 'none',
+      embeddings: 'fp32',
+      scoreBlock: DEFAULT_SCORE_BLOCK, // the side nets' training pass attends the same way
+    },
     { linearHook: hook },
   );
   const untiedHead = cfg.tieWordEmbeddings ? undefined : await source.read(HF_NAMES.lmHead); // (V, d)

@@ -87,7 +87,15 @@ export function sideDecodeStep(g: Graph, s: SideNetShape, params: Record<string,
     past.keys.push(g.input(SIDE_IO.pastKey(j), 'float32', ['batch', s.heads, 'past', s.headDim]));
     past.values.push(g.input(SIDE_IO.pastValue(j), 'float32', ['batch', s.heads, 'past', s.headDim]));
   });
-  const { out, present } = sideForward(g, s, params, { taps, finalHidden, mask, positions, past });
+  // Full attention: a decoding step has one query row (see BackboneGraphOptions.scoreBlock).
+  const { out, present } = sideForward(g, s, params, {
+    taps,
+    finalHidden,
+    mask,
+    positions,
+    past,
+    scoreBlock: 0,
+  });
   const logits = g.scope('lm_head', () => matmul(lastPosition(out), head, { transB: true })); // (B, 1, V)
   g.output(logits, SIDE_IO.logits);
   for (const [j, k] of present.keys.entries()) g.output(k, SIDE_IO.presentKey(j));

@@ -1,7 +1,6 @@
 import {
   add,
   attentionBias,
-  DEFAULT_SCORE_BLOCK,
   type ExternalDataWriter,
   Graph,
   gather,
@@ -43,7 +42,9 @@ export interface BackboneGraphOptions {
   logits: 'all' | 'last' | 'none';
   /**
    * Attention over blocks of query rows holding at most this many scores each, so no (T, P+T)
-   * score tensor per head is ever whole (chunkedAttention); 0: one softmax over all of them.
+   * score tensor per head is ever whole (chunkedAttention; DEFAULT_SCORE_BLOCK is 16 MB); 0: one
+   * softmax over all of them. Generation keeps 0: a decoding step has one query row, and the
+   * block loop would cost it ~5%; passes over long sequences (training, QLoRA) use blocks.
    */
   scoreBlock: number;
   /**
@@ -59,7 +60,7 @@ export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
   embeddings: 'fp32',
   fused: true,
   logits: 'last',
-  scoreBlock: DEFAULT_SCORE_BLOCK,
+  scoreBlock: 0,
   kvCache: true,
 };
 

@@ -2,6 +2,7 @@ import { type BackboneBuild, buildBackbone } from '../../backbone/build.ts';
 import { openCheckpoint } from '../../backbone/checkpoint/index.ts';
 import { type BackboneGraphOptions, IO } from '../../backbone/graph/emit.ts';
 import { type BackboneConfig, HF_NAMES } from '../../backbone/types.ts';
+import { DEFAULT_SCORE_BLOCK } from '../../graph/index.ts';
 import { createSession, i64, type Session, type SessionOptions, type Tensor } from '../../runtime/index.ts';
 import type { SideNetShape } from '../config.ts';
 import type { Batch } from '../data/index.ts';
@@ -32,7 +33,14 @@ export class BackbonePass {
   ): Promise<BackbonePass> {
     const build = await buildBackbone(modelDir, {
       cacheDir,
-      graph: { ...choice, taps: [...shape.taps], logits: 'none', fused: true, kvCache: false },
+      graph: {
+        ...choice,
+        taps: [...shape.taps],
+        logits: 'none',
+        fused: true,
+        kvCache: false,
+        scoreBlock: DEFAULT_SCORE_BLOCK,
+      },
     });
     const names = [...shape.taps.map((t) => SIDE_IO.tap(t)), SIDE_IO.finalHidden];
     // No memory arena by default: an arena would keep the pass's peak (tens of MB per layer for a
