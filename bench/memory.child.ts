@@ -20,7 +20,7 @@ import {
   xladderPreset,
 } from '../gpu-worker/src/side-net/index.ts';
 import { buildQloraTrainStep } from '../gpu-worker/src/side-net/qlora.ts';
-import { BackbonePass, loadLmHead } from '../gpu-worker/src/side-net/trainer/index.ts';
+import { BackbonePass } from '../gpu-worker/src/side-net/trainer/index.ts';
 
 const arg = JSON.parse(process.argv[2]!) as {
   method: 'build-qlora' | 'lst' | 'xladder' | 'qlora';
@@ -98,7 +98,7 @@ if (arg.method === 'qlora') {
   const shape = resolveSideNet(cfg, config);
   // The trainer's own backbone pass: no KV cache, only the side net's taps fetched.
   const backbone = await BackbonePass.open(arg.ckpt, arg.cache, shape, {}, BACKBONE_SESSION);
-  const head = f32(await loadLmHead(arg.ckpt, cfg), [cfg.vocabSize, cfg.hiddenSize]);
+  const head = f32(await backbone.lmHead(), [cfg.vocabSize, cfg.hiddenSize]); // as the trainer does
   const { graph, layout } = buildTrainStep(sideTrainSpec(shape));
   const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, initSideNet(shape, 1), {
     session: SESSION,

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsAdapterStore } from '../../../adapters/index.ts';
 import {
+  BACKBONE_IO,
   BackboneStepper,
   type BackboneTokenizer,
   buildBackbone,
@@ -12,7 +13,7 @@ import {
   openCheckpoint,
 } from '../../../gpu-worker/src/backbone/index.ts';
 import { toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
-import { createSession, f32 } from '../../../gpu-worker/src/runtime/index.ts';
+import { createSession, f32, i64, type Tensor, zeros } from '../../../gpu-worker/src/runtime/index.ts';
 import {
   classificationPrompt,
   collate,
@@ -34,6 +35,7 @@ import {
   fromHalfBits,
   learningRateAt,
   loadLmHead,
+  lstPreset,
   manifestTraining,
   prunedSideNetInit,
   resolveSideNet,
@@ -479,6 +481,42 @@ describe('checkpoints and resume', () => {
     expect(again.result.summary.finalTrainLoss).toBe(result.summary.finalTrainLoss);
     expect(again.result.params).toEqual(result.params);
     expect(losses.length).toBe(result.summary.steps);
+  });
+});
+
+describe('the training backbone pass', () => {
+  it('gives the taps of the generation backbone (ids in the graph, KV cache, full attention) for a padded batch', async () => {
+    const { examples } = recall(8);
+    const shape = resolveSideNet(ckpt.config, lstPreset(ckpt.config));
+    // Its own lookup of token rows, no KV cache, attention over blocks of query rows.
+    const pass = await BackbonePass.open(ckpt.dir, buildCacheDir, shape, {}, session);
+    const build = await buildBackbone(ckpt.dir, {
+      cacheDir: buildCacheDir,
+      graph: { taps: [...shape.taps], logits: 'none' },
+    });
+    const reference = await createSession(build.modelPath, session);
+    const batch = collate(examples, [0, 3, 7], tok.padTokenId!);
+    const { size: B, length: T } = batch;
+    const cfg = ckpt.config;
+    const feeds: Record<string, Tensor> = {
+      [BACKBONE_IO.inputIds]: i64(batch.inputIds, [B, T]),
+      [BACKBONE_IO.attentionMask]: i64(batch.attentionMask, [B, T]),
+      [BACKBONE_IO.positionIds]: i64(batch.positionIds, [B, T]),
+    };
+    for (let l = 0; l < cfg.layers; l++) {
+      feeds[BACKBONE_IO.pastKey(l)] = zeros('float32', [B, cfg.kvHeads, 0, cfg.headDim]);
+      feeds[BACKBONE_IO.pastValue(l)] = zeros('float32', [B, cfg.kvHeads, 0, cfg.headDim]);
+    }
+    const want = await reference.run(feeds, pass.names);
+    const got = await pass.run(batch);
+    for (const name of pass.names) {
+      const a = got[name]!.data as Float32Array;
+      const b = want[name]!.data as Float32Array;
+      expect(a.length, name).toBe(b.length);
+      const worst = a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i]!)), 0);
+      expect(worst, name).toBeLessThan(1e-4);
+    }
+    await Promise.all([pass.dispose(), reference.dispose()]);
   });
 });
 

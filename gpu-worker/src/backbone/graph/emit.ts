@@ -30,9 +30,11 @@ export interface BackboneGraphOptions {
   taps: 'all' | number[];
   /**
    * The token embedding and LM head: full precision, or 8-bit blockwise (MatMulNBits for the
-   * head, GatherBlockQuantized for the lookup; a tied pair shares one table).
+   * head, GatherBlockQuantized for the lookup; a tied pair shares one table), or not in the graph
+   * at all ('input': the caller feeds the looked-up rows as `inputs_embeds`, so a process that
+   * already holds the table, as the LM head of a tied model, does not hold it twice; no logits).
    */
-  embeddings: 'fp32' | 'int8';
+  embeddings: 'fp32' | 'int8' | 'input';
   /** onnxruntime's fused kernels (RMSNorm, residual add + RMSNorm, RoPE) instead of primitive ops. */
   fused: boolean;
   /**
@@ -69,6 +71,7 @@ const ROTARY_CACHE_MIN_ROWS = 8192;
 /** Graph input and output names, shared with the generator and the side networks. */
 export const IO = {
   inputIds: 'input_ids', // (batch, seq) int64
+  inputsEmbeds: 'inputs_embeds', // (batch, seq, d) float32, instead of input_ids with embeddings 'input'
   attentionMask: 'attention_mask', // (batch, past+seq) int64, 1 = token
   positionIds: 'position_ids', // (batch, seq) int64
   pastKey: (i: number) => `past_key_values.${i}.key`, // (batch, kv_heads, past, head_dim)
@@ -163,25 +166,35 @@ export async function buildBackboneGraph(
     );
   };
 
-  const ids = g.input(IO.inputIds, 'int64', ['batch', 'seq']);
+  if (o.embeddings === 'input' && o.logits !== 'none') {
+    throw new Error(`backbone graph: embeddings 'input' leaves the table out, so logits must be 'none'`);
+  }
+  const ids = o.embeddings === 'input' ? undefined : g.input(IO.inputIds, 'int64', ['batch', 'seq']);
   const mask = g.input(IO.attentionMask, 'int64', ['batch', o.kvCache ? 'past+seq' : 'seq']);
   const positions = g.input(IO.positionIds, 'int64', ['batch', 'seq']);
   // The embedding table (V, d) in HF layout; 8-bit tables double as a MatMulNBits LM head.
-  const table = await source.read(HF_NAMES.embed);
+  const table = o.embeddings === 'input' ? undefined : await source.read(HF_NAMES.embed);
   const embedQ =
-    o.embeddings === 'int8' ? quantizeLinear(table, cfg.vocabSize, d, { bits: 8, blockSize: 32 }) : undefined;
+    table && o.embeddings === 'int8'
+      ? quantizeLinear(table, cfg.vocabSize, d, { bits: 8, blockSize: 32 })
+      : undefined;
   const embedQW = embedQ
     ? addQuantizedWeights(g, 'embed_tokens', embedQ, (init, dtype, dims, data) =>
         placer.place(init, dtype, dims, data, 'other'),
       )
     : undefined;
-  const embed = embedQW
-    ? undefined
-    : placer.place('embed_tokens', 'float32', [cfg.vocabSize, d], table, 'other');
+  const embed =
+    embedQW || !table
+      ? undefined
+      : placer.place('embed_tokens', 'float32', [cfg.vocabSize, d], table, 'other');
   if (embedQ) report.push({ name: HF_NAMES.embed, relError: embedQ.relError });
-  let x = g.scope('embed', () =>
-    embedQ && embedQW ? quantizedEmbedding(ids, embedQ, embedQW) : gather(embed!, ids),
-  ); // (B, T, d) = b_0
+  let x: Value; // (B, T, d) = b_0
+  if (!ids) x = g.input(IO.inputsEmbeds, 'float32', ['batch', 'seq', d]);
+  else {
+    x = g.scope('embed', () =>
+      embedQ && embedQW ? quantizedEmbedding(ids, embedQ, embedQW) : gather(embed!, ids),
+    );
+  }
   if (tapSet.has(0)) g.output(x, IO.tap(0));
   const invFreq = ropeInverseFrequencies(cfg);
   let rotary: Rotary;

@@ -3,7 +3,14 @@ import { openCheckpoint } from '../../backbone/checkpoint/index.ts';
 import { type BackboneGraphOptions, IO } from '../../backbone/graph/emit.ts';
 import { type BackboneConfig, HF_NAMES } from '../../backbone/types.ts';
 import { DEFAULT_SCORE_BLOCK } from '../../graph/index.ts';
-import { createSession, i64, type Session, type SessionOptions, type Tensor } from '../../runtime/index.ts';
+import {
+  createSession,
+  f32,
+  i64,
+  type Session,
+  type SessionOptions,
+  type Tensor,
+} from '../../runtime/index.ts';
 import type { SideNetShape } from '../config.ts';
 import type { Batch } from '../data/index.ts';
 import { SIDE_IO } from '../steps.ts';
@@ -22,6 +29,9 @@ export class BackbonePass {
     readonly session: Session,
     /** The side-net inputs this pass produces. */
     readonly names: readonly string[],
+    private readonly modelDir: string,
+    /** The embedding table (V, d) rows are looked up in, unless the graph holds an 8-bit one. */
+    private readonly table: Float32Array | undefined,
   ) {}
 
   static async open(
@@ -31,10 +41,14 @@ export class BackbonePass {
     choice: BackboneBuildChoice = {},
     session: Partial<SessionOptions> = {},
   ): Promise<BackbonePass> {
+    // Token rows are looked up here, not in the graph (unless 8-bit embeddings were chosen): the
+    // table is then held once, and for a tied model it is also the LM head the side step reads.
+    const lookup = choice.embeddings !== 'int8';
     const build = await buildBackbone(modelDir, {
       cacheDir,
       graph: {
         ...choice,
+        embeddings: lookup ? 'input' : 'int8',
         taps: [...shape.taps],
         logits: 'none',
         fused: true,
@@ -42,26 +56,49 @@ export class BackbonePass {
         scoreBlock: DEFAULT_SCORE_BLOCK,
       },
     });
+    const table = lookup ? await readTable(modelDir, HF_NAMES.embed, build.config) : undefined;
     const names = [...shape.taps.map((t) => SIDE_IO.tap(t)), SIDE_IO.finalHidden];
     // No memory arena by default: an arena would keep the pass's peak (tens of MB per layer for a
     // long batch) reserved while the side step runs; without one it goes back between the two.
     const options = { memoryArena: false, ...session };
-    return new BackbonePass(build, await createSession(build.modelPath, options), names);
+    const s = await createSession(build.modelPath, options);
+    return new BackbonePass(build, s, names, modelDir, table);
   }
 
   get config(): BackboneConfig {
     return this.build.config;
   }
 
+  /** The frozen LM head (V, d): the table this pass already holds when the model ties them. */
+  async lmHead(): Promise<Float32Array> {
+    if (this.table && this.config.tieWordEmbeddings) return this.table;
+    return loadLmHead(this.modelDir, this.config);
+  }
+
   /** Taps and final hidden state (B, T, d) of a batch, by side-net input name. */
   async run(batch: Batch): Promise<Record<string, Tensor>> {
     const { size: B, length: T } = batch;
     const feeds: Record<string, Tensor> = {
-      [IO.inputIds]: i64(batch.inputIds, [B, T]),
       [IO.attentionMask]: i64(batch.attentionMask, [B, T]),
       [IO.positionIds]: i64(batch.positionIds, [B, T]),
     };
+    if (this.table) feeds[IO.inputsEmbeds] = f32(this.lookup(batch.inputIds), [B, T, this.config.hiddenSize]);
+    else feeds[IO.inputIds] = i64(batch.inputIds, [B, T]);
     return this.session.run(feeds, this.names);
+  }
+
+  /** The embedding rows of `ids`, (n, d) flattened. */
+  private lookup(ids: BigInt64Array): Float32Array {
+    const { vocabSize: V, hiddenSize: d } = this.config;
+    const table = this.table!;
+    const rows = new Float32Array(ids.length * d);
+    for (let i = 0; i < ids.length; i++) {
+      const id = Number(ids[i]);
+      if (!(id >= 0 && id < V))
+        throw new Error(`backbone pass: token id ${id} at position ${i} is not in 0..${V - 1}`);
+      rows.set(table.subarray(id * d, (id + 1) * d), i * d);
+    }
+    return rows;
   }
 
   async dispose(): Promise<void> {
@@ -71,9 +108,13 @@ export class BackbonePass {
 
 /** The backbone's frozen LM head (V, d): `lm_head.weight`, or the embedding table when tied. */
 export async function loadLmHead(modelDir: string, config: BackboneConfig): Promise<Float32Array> {
+  return readTable(modelDir, config.tieWordEmbeddings ? HF_NAMES.embed : HF_NAMES.lmHead, config);
+}
+
+/** A (V, d) table of the checkpoint, checked against the config. */
+async function readTable(modelDir: string, name: string, config: BackboneConfig): Promise<Float32Array> {
   const source = await openCheckpoint(modelDir);
   try {
-    const name = config.tieWordEmbeddings ? HF_NAMES.embed : HF_NAMES.lmHead;
     const data = await source.read(name);
     if (data.length !== config.vocabSize * config.hiddenSize) {
       throw new Error(

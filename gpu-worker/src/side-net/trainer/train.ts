@@ -11,7 +11,7 @@ import { initSideNet, sideNetParams } from '../params.ts';
 import { prunedSideNetInit } from '../prune.ts';
 import { SIDE_IO, sideTrainSpec } from '../steps.ts';
 import { ActivationSource } from './activations.ts';
-import { BackbonePass, loadLmHead } from './backbone-pass.ts';
+import { BackbonePass } from './backbone-pass.ts';
 import { decodeCheckpoint, encodeCheckpoint, type TrainerState } from './checkpoint.ts';
 import { type EvalContext, evaluateClassification, evaluateLoss, SideEvaluator } from './evaluate.ts';
 import {
@@ -72,7 +72,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
   const disposers: (() => Promise<void> | void)[] = [() => backbone.dispose()];
   try {
     const lmHead = f32(
-      await loadLmHead(opts.modelDir, config),
+      await backbone.lmHead(), // shared with the pass's embedding lookup when tied
       [config.vocabSize, config.hiddenSize],
       'lm_head',
     );
