@@ -58,11 +58,12 @@ if (arg.method === 'build-qlora') {
   process.exit(0);
 }
 
-// Training sessions keep onnxruntime's memory arena (fast reuse step after step; BENCH_TRAIN_ARENA=0
-// turns it off). The side nets' backbone session is inference only and runs without one, so its
-// activations go back to the system before the side step runs (BENCH_ARENA=1: arena on).
+// Sessions run as the trainer runs them: without onnxruntime's memory arena (its power-of-two
+// growth holds up to twice a step's activations), the same for every method. BENCH_TRAIN_ARENA=1
+// turns it on for the training steps (LST's side step and QLoRA's step), BENCH_ARENA=1 for the
+// side nets' backbone pass.
 // BENCH_SKIP_SIDE=1 runs the side nets' backbone pass alone, to split their peak in two.
-const SESSION = { memoryArena: process.env.BENCH_TRAIN_ARENA !== '0' } as const;
+const SESSION = { memoryArena: process.env.BENCH_TRAIN_ARENA === '1' } as const;
 const BACKBONE_SESSION = {
   memoryArena: process.env.BENCH_ARENA === '1',
   memoryPattern: process.env.BENCH_PATTERN !== '0',
