@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import {
   BackboneStepper,
   type BackboneTokenizer,
+  buildBackbone,
   generate,
   loadConfig,
   loadTokenizer,
@@ -333,10 +334,16 @@ async function trainSide(
         trainer_accuracy: accuracy ? round(accuracy.accuracy) : null,
       },
       async generate(prompts) {
+        // Generation's backbone: the side net's taps with the KV cache (the training pass has none).
+        const build = await buildBackbone(ctx.modelDir, {
+          cacheDir: ctx.buildCacheDir,
+          graph: { taps: [...shape.taps], logits: 'none' },
+        });
+        const backbone = await createSession(build.modelPath, session);
         const side = await createSession(toModelBytes(buildSideInferenceGraph(shape)), session);
         try {
           const stepper = new AdapterStepper(
-            new BackboneStepper(scorer.pass.session, ctx.cfg),
+            new BackboneStepper(backbone, ctx.cfg),
             side,
             shape,
             adapterTensors(shape, result.params),
@@ -344,7 +351,7 @@ async function trainSide(
           );
           return await complete(stepper, ctx.tok, prompts);
         } finally {
-          await Promise.all([side.dispose(), scorer.dispose()]);
+          await Promise.all([side.dispose(), backbone.dispose(), scorer.dispose()]);
         }
       },
     };
