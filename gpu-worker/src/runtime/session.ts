@@ -19,6 +19,8 @@ export interface SessionOptions {
   memoryArena: boolean;
   /** Plan buffers once for repeated runs with the same shapes. */
   memoryPattern: boolean;
+  /** onnxruntime graph transformers to leave out, by name (e.g. CommonSubexpressionElimination). */
+  disabledOptimizers: readonly string[];
 }
 
 const DEFAULTS: SessionOptions = {
@@ -30,6 +32,7 @@ const DEFAULTS: SessionOptions = {
   graphOptimization: 'all',
   memoryArena: true,
   memoryPattern: true,
+  disabledOptimizers: [],
 };
 
 /** What one model input or output is declared as. */
@@ -132,6 +135,9 @@ function ortOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
     enableMemPattern: o.memoryPattern,
     ...(o.intraOpThreads > 0 ? { intraOpNumThreads: o.intraOpThreads } : {}),
     ...(o.interOpThreads > 0 ? { interOpNumThreads: o.interOpThreads } : {}),
+    ...(o.disabledOptimizers.length
+      ? { extra: { optimization: { disable_specified_optimizers: o.disabledOptimizers.join(';') } } }
+      : {}),
   };
 }
 

@@ -84,11 +84,19 @@ export class TrainRunner {
     if (!models.step && !(models.grad && models.apply)) bad.push('no step model and no grad + apply pair');
     if (bad.length) throw new Error(`TrainRunner.create: ${bad.join('; ')}`);
 
+    // Training graphs recompute on purpose in their backward (attention blocks, sigmoid of a
+    // SwiGLU gate, ...); onnxruntime's common-subexpression elimination would merge each
+    // recomputation with its forward twin and keep the forward value alive until the backward
+    // (~230 MB more for a 2k-token LST step, same speed). Leave it out unless told otherwise.
+    const session: Partial<SessionOptions> = {
+      disabledOptimizers: ['CommonSubexpressionElimination'],
+      ...o.session,
+    };
     const sessions: { step?: Session; grad?: Session; apply?: Session } = {};
     try {
       for (const which of ['step', 'grad', 'apply'] as const) {
         const model = models[which];
-        if (model !== undefined) sessions[which] = await createSession(model, o.session);
+        if (model !== undefined) sessions[which] = await createSession(model, session);
       }
     } catch (err) {
       await Promise.all(Object.values(sessions).map((s) => s.dispose()));
