@@ -64,10 +64,7 @@ if (arg.method === 'build-qlora') {
 // side nets' backbone pass.
 // BENCH_SKIP_SIDE=1 runs the side nets' backbone pass alone, to split their peak in two.
 const SESSION = { memoryArena: process.env.BENCH_TRAIN_ARENA === '1' } as const;
-const BACKBONE_SESSION = {
-  memoryArena: process.env.BENCH_ARENA === '1',
-  memoryPattern: process.env.BENCH_PATTERN !== '0',
-} as const;
+const BACKBONE_SESSION = { memoryArena: process.env.BENCH_ARENA === '1' } as const;
 const times: number[] = [];
 const backboneTimes: number[] = [];
 if (arg.method === 'qlora') {

@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
+  Backbone,
   BackboneStepper,
   type BackboneTokenizer,
-  buildBackbone,
   generate,
   loadConfig,
   loadTokenizer,
@@ -335,15 +335,15 @@ async function trainSide(
       },
       async generate(prompts) {
         // Generation's backbone: the side net's taps with the KV cache (the training pass has none).
-        const build = await buildBackbone(ctx.modelDir, {
+        const backbone = await Backbone.open(ctx.modelDir, {
           cacheDir: ctx.buildCacheDir,
           graph: { taps: [...shape.taps], logits: 'none' },
+          session,
         });
-        const backbone = await createSession(build.modelPath, session);
         const side = await createSession(toModelBytes(buildSideInferenceGraph(shape)), session);
         try {
           const stepper = new AdapterStepper(
-            new BackboneStepper(backbone, ctx.cfg),
+            backbone.stepper,
             side,
             shape,
             adapterTensors(shape, result.params),

@@ -4,16 +4,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FsAdapterStore } from '../../../adapters/index.ts';
 import {
-  BACKBONE_IO,
-  BackboneStepper,
+  Backbone,
   type BackboneTokenizer,
-  buildBackbone,
   generate,
   loadTokenizer,
   openCheckpoint,
 } from '../../../gpu-worker/src/backbone/index.ts';
 import { toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
-import { createSession, f32, i64, type Tensor, zeros } from '../../../gpu-worker/src/runtime/index.ts';
+import { createSession, f32 } from '../../../gpu-worker/src/runtime/index.ts';
 import {
   classificationPrompt,
   collate,
@@ -40,6 +38,7 @@ import {
   prunedSideNetInit,
   resolveSideNet,
   SideEvaluator,
+  type SideNetShape,
   sideNetParams,
   TrainingAbortedError,
   type TrainProgress,
@@ -128,16 +127,12 @@ async function train(opts: Partial<TrainSideNetOptions> & Pick<TrainSideNetOptio
 /** Greedy completions with the adapter: backbone step, then side step, each with its KV cache. */
 async function complete(result: TrainResult, weights: Record<string, Float32Array>, prompts: string[]) {
   // Generation's backbone: the side net's taps, with the KV cache the training pass leaves out.
-  const build = await buildBackbone(ckpt.dir, {
-    cacheDir: buildCacheDir,
-    graph: { taps: [...result.shape.taps], logits: 'none' },
-  });
-  const backbone = await createSession(build.modelPath, session);
+  const backbone = await generationBackbone(result.shape);
   const side = await createSession(toModelBytes(buildSideInferenceGraph(result.shape)), session);
-  const cfg = build.config;
+  const cfg = backbone.config;
   const head = f32(await loadLmHead(ckpt.dir, cfg), [cfg.vocabSize, cfg.hiddenSize]);
   const stepper = new AdapterStepper(
-    new BackboneStepper(backbone, cfg),
+    backbone.stepper,
     side,
     result.shape,
     adapterTensors(result.shape, weights),
@@ -153,6 +148,15 @@ async function complete(result: TrainResult, weights: Record<string, Float32Arra
   );
   await Promise.all([backbone.dispose(), side.dispose()]);
   return out.map((r) => r.text ?? '');
+}
+
+/** The served backbone with the side net's taps (KV cache, ids in the graph, full attention). */
+function generationBackbone(shape: SideNetShape): Promise<Backbone> {
+  return Backbone.open(ckpt.dir, {
+    cacheDir: buildCacheDir,
+    graph: { taps: [...shape.taps], logits: 'none' },
+    session,
+  });
 }
 
 const range = (from: number, to: number) =>
@@ -490,24 +494,17 @@ describe('the training backbone pass', () => {
     const shape = resolveSideNet(ckpt.config, lstPreset(ckpt.config));
     // Its own lookup of token rows, no KV cache, attention over blocks of query rows.
     const pass = await BackbonePass.open(ckpt.dir, buildCacheDir, shape, {}, session);
-    const build = await buildBackbone(ckpt.dir, {
-      cacheDir: buildCacheDir,
-      graph: { taps: [...shape.taps], logits: 'none' },
-    });
-    const reference = await createSession(build.modelPath, session);
+    const reference = await generationBackbone(shape);
     const batch = collate(examples, [0, 3, 7], tok.padTokenId!);
-    const { size: B, length: T } = batch;
-    const cfg = ckpt.config;
-    const feeds: Record<string, Tensor> = {
-      [BACKBONE_IO.inputIds]: i64(batch.inputIds, [B, T]),
-      [BACKBONE_IO.attentionMask]: i64(batch.attentionMask, [B, T]),
-      [BACKBONE_IO.positionIds]: i64(batch.positionIds, [B, T]),
-    };
-    for (let l = 0; l < cfg.layers; l++) {
-      feeds[BACKBONE_IO.pastKey(l)] = zeros('float32', [B, cfg.kvHeads, 0, cfg.headDim]);
-      feeds[BACKBONE_IO.pastValue(l)] = zeros('float32', [B, cfg.kvHeads, 0, cfg.headDim]);
-    }
-    const want = await reference.run(feeds, pass.names);
+    const rows = (xs: BigInt64Array) =>
+      Array.from({ length: batch.size }, (_, b) =>
+        Array.from(xs.subarray(b * batch.length, (b + 1) * batch.length), Number),
+      );
+    const { outputs: want } = await reference.stepper.run({
+      ids: rows(batch.inputIds),
+      mask: rows(batch.attentionMask),
+      positions: rows(batch.positionIds),
+    });
     const got = await pass.run(batch);
     for (const name of pass.names) {
       const a = got[name]!.data as Float32Array;

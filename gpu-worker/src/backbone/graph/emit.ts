@@ -5,10 +5,8 @@ import {
   Graph,
   gather,
   matmul,
-  mul,
   rotaryTables,
   shapeOf,
-  silu,
   sub,
   swiglu,
   type Value,
@@ -261,9 +259,7 @@ export async function buildBackboneGraph(
     const mid = g.scope(path, () => nrm.addNorm(x, o1, postNorm, 'post_attention_layernorm'));
     const gate = await lin(mid.normed, n.gate, ff, d, `${path}/mlp/gate_proj`);
     const up = await lin(mid.normed, n.up, ff, d, `${path}/mlp/up_proj`);
-    // (B, T, d_ff) silu(gate) * up; the primitive graph is the one differentiated (QLoRA): there the
-    // gate takes swiglu's lean backward, the fused inference graph keeps plain ops.
-    const act = g.scope(`${path}/mlp`, () => (o.fused ? mul(silu(gate), up) : swiglu(gate, up)));
+    const act = g.scope(`${path}/mlp`, () => swiglu(gate, up)); // (B, T, d_ff) silu(gate) * up
     const down = await lin(act, n.down, d, ff, `${path}/mlp/down_proj`);
     const last = i === cfg.layers - 1;
     const nextNorm = last

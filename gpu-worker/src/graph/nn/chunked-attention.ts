@@ -102,16 +102,15 @@ function chunkedAttentionGrad(
   o: ChunkedAttentionOptions,
 ): (Value | undefined)[] {
   const g = q.graph;
-  const keys = unsqueeze(k, [2]); // (B, Hkv, 1, S, dh)
-  const values = unsqueeze(v, [2]); // (B, Hkv, 1, S, dh)
-  const blocks = blockPlan(q, k, o.scoreBlock, o.causal);
+  const { keys, values, blocks, scans: forwardScans } = blockInputs(q, k, v, bias, o);
+  const [qBlocks, biasBlocks, ends] = forwardScans as [Value, Value, Value];
   const rowDot = reduceSum(mul(dOut, out), [-1], { keepdims: true }); // (B, Hkv, G, T, 1) = D
   const scans = [
-    blocks.split(q, 'Queries'), // (B, Hkv, G, n, c, dh)
-    blocks.split(cast(bias, q.dtype), 'Bias'), // (B|1, 1, 1, n, c, S)
+    qBlocks,
+    biasBlocks,
     blocks.split(dOut, 'Grads'), // (B, Hkv, G, n, c, dh)
     blocks.split(rowDot, 'RowDots'), // (B, Hkv, G, n, c, 1)
-    blocks.ends, // (n)
+    ends,
   ];
   const backward = body(
     g,
@@ -119,10 +118,7 @@ function chunkedAttentionGrad(
     [keys, values],
     scans,
     (b, [dkIn, dvIn, qi, bi, dOi, Di, end]) => {
-      const seen = visible(b, end!, o.causal);
-      const kk = seen(b.outer(keys), 3); // (B, Hkv, 1, e, dh)
-      const vv = seen(b.outer(values), 3);
-      const p = softmax(add(matmul(qi!, kk, { transB: true }), seen(bi!, 4))); // (B, Hkv, G, c, e)
+      const { p, kk, vv } = blockProbs(b, keys, values, qi!, bi!, end!, o.causal); // p (B, Hkv, G, c, e)
       const dS = mul(p, sub(matmul(dOi!, vv, { transB: true }), Di!)); // (B, Hkv, G, c, e)
       // Sum over the group's query heads, then back to all S keys (the ones past e get nothing).
       const toKeys = (t: Value) => {
@@ -150,6 +146,37 @@ function chunkedAttentionGrad(
     name: 'GradBlocks',
   });
   return [blocks.join(dq!, q), squeeze(dk!, [2]), squeeze(dv!, [2]), undefined];
+}
+
+/** What both passes scan over: q and the bias in blocks of rows, each block's key count. */
+function blockInputs(q: Value, k: Value, v: Value, bias: Value, o: ChunkedAttentionOptions) {
+  const blocks = blockPlan(q, k, o.scoreBlock, o.causal);
+  return {
+    keys: unsqueeze(k, [2]), // (B, Hkv, 1, S, dh)
+    values: unsqueeze(v, [2]), // (B, Hkv, 1, S, dh)
+    blocks,
+    scans: [
+      blocks.split(q, 'Queries'), // (B, Hkv, G, n, c, dh)
+      blocks.split(cast(bias, q.dtype), 'Bias'), // (B|1, 1, 1, n, c, S)
+      blocks.ends, // (n)
+    ],
+  };
+}
+
+/** One block's probabilities softmax(q_i k^T + bias_i) over the keys it reads, and those keys and values. */
+function blockProbs(
+  b: Graph,
+  keys: Value,
+  values: Value,
+  qi: Value, // (B, Hkv, G, c, dh)
+  bi: Value, // (B|1, 1, 1, c, S)
+  end: Value, // () int64
+  causal: boolean,
+): { p: Value; kk: Value; vv: Value } {
+  const seen = visible(b, end, causal);
+  const kk = seen(b.outer(keys), 3); // (B, Hkv, 1, e, dh)
+  const vv = seen(b.outer(values), 3);
+  return { p: softmax(add(matmul(qi, kk, { transB: true }), seen(bi, 4))), kk, vv }; // p (B, Hkv, G, c, e)
 }
 
 /** Inside a block: x's first `end` keys along `axis` when causal, else all of x. */
