@@ -83,8 +83,20 @@ export function globalNormClip(grads: readonly Value[], maxNorm: number): { coef
   if (grads.length === 0) throw new GraphError('globalNormClip: no gradients');
   const g = grads[0]!.graph;
   return g.scope('clip', () => {
-    const squares = grads.map((x) => cast(reduceSumSquare(x, undefined, { keepdims: false }), 'float64'));
-    const norm64 = sqrt(squares.reduce((acc, s) => add(acc, s)));
+    // onnxruntime runs nodes in the post-order of a depth-first walk from the outputs that enters
+    // each node's latest-built input first. The sum is built so that walk meets the gradients in
+    // the order the backward produced them: each layer's weight gradients (and the activations
+    // they read) are then done before the backward moves on to the layer below, not all held
+    // until the end of the sweep. Summing in list order made it walk the whole backward chain
+    // to the first parameter's gradient first (a 2k-token side step peaked ~200 MB higher).
+    const built = new Map(g.nodes.map((n, i) => [n, i]));
+    const at = (x: Value) => (x.producer ? (built.get(x.producer) ?? -1) : -1);
+    let total: Value | undefined;
+    for (const x of [...grads].sort((a, b) => at(b) - at(a))) {
+      const square = cast(reduceSumSquare(x, undefined, { keepdims: false }), 'float64');
+      total = total ? add(total, square) : square;
+    }
+    const norm64 = sqrt(total!);
     const norm = cast(norm64, 'float32');
     const one = g.scalar(1, 'float64');
     if (maxNorm === Number.POSITIVE_INFINITY) return { coef: one, norm };

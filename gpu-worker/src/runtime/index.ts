@@ -1,4 +1,4 @@
-export { MALLOC_ENV } from './malloc.ts';
+export { collectGarbage, MALLOC_ENV } from './malloc.ts';
 export {
   availableProviders,
   createSession,

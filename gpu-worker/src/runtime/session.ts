@@ -21,6 +21,11 @@ export interface SessionOptions {
   memoryPattern: boolean;
   /** onnxruntime graph transformers to leave out, by name (e.g. CommonSubexpressionElimination). */
   disabledOptimizers: readonly string[];
+  /**
+   * Profile every run into `<prefix>_<time>.json` (onnxruntime's trace: each kernel, in the order
+   * it ran, with its output shapes); written when the session is disposed. Off when undefined.
+   */
+  profile: string | undefined;
 }
 
 const DEFAULTS: SessionOptions = {
@@ -33,6 +38,7 @@ const DEFAULTS: SessionOptions = {
   memoryArena: true,
   memoryPattern: true,
   disabledOptimizers: [],
+  profile: undefined,
 };
 
 /** What one model input or output is declared as. */
@@ -135,6 +141,7 @@ function ortOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
     enableMemPattern: o.memoryPattern,
     ...(o.intraOpThreads > 0 ? { intraOpNumThreads: o.intraOpThreads } : {}),
     ...(o.interOpThreads > 0 ? { interOpNumThreads: o.interOpThreads } : {}),
+    ...(o.profile !== undefined ? { enableProfiling: true, profileFilePrefix: o.profile } : {}),
     ...(o.disabledOptimizers.length
       ? { extra: { optimization: { disable_specified_optimizers: o.disabledOptimizers.join(';') } } }
       : {}),

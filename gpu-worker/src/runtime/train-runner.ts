@@ -78,8 +78,11 @@ export class TrainRunner {
           bad.push(`'${name}' has ${data.length} values, shape [${p.shape.join(', ')}] needs ${size}`);
         else state.set(name, new ort.Tensor(p.dtype, data.slice(), p.shape));
       }
-      zeros.set(p.acc, zerosOf(p.dtype, p.shape));
-      state.set(p.acc, zeros.get(p.acc)!);
+      if (models.grad) {
+        // accumulators only where there is accumulation (a copy of the parameters' size)
+        zeros.set(p.acc, zerosOf(p.dtype, p.shape));
+        state.set(p.acc, zeros.get(p.acc)!);
+      }
     }
     if (!models.step && !(models.grad && models.apply)) bad.push('no step model and no grad + apply pair');
     if (bad.length) throw new Error(`TrainRunner.create: ${bad.join('; ')}`);

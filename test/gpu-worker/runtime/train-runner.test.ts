@@ -13,7 +13,7 @@ import {
   toModelBytes,
   type Value,
 } from '../../../gpu-worker/src/graph/index.ts';
-import { f32, type Tensor, TrainRunner } from '../../../gpu-worker/src/runtime/index.ts';
+import { collectGarbage, f32, type Tensor, TrainRunner } from '../../../gpu-worker/src/runtime/index.ts';
 import { rng } from '../../helpers/gradcheck.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -274,5 +274,17 @@ describe('TrainRunner.create', () => {
     for (const b of batches.slice(2)) await resumed.step(b, 0.05);
     expect(resumed.params()).toEqual(straight.params());
     await Promise.all([straight.dispose(), first.dispose(), resumed.dispose()]);
+  });
+});
+
+describe('collectGarbage', () => {
+  it('frees dropped output buffers at once', async () => {
+    const before = process.memoryUsage().arrayBuffers;
+    let dropped: Float32Array | undefined = new Float32Array(16 * 2 ** 20); // 64 MB
+    dropped[0] = 1;
+    expect(process.memoryUsage().arrayBuffers - before).toBeGreaterThanOrEqual(64 * 2 ** 20);
+    dropped = undefined;
+    await collectGarbage();
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(8 * 2 ** 20);
   });
 });

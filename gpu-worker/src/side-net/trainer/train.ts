@@ -4,9 +4,9 @@ import { loadConfig, openCheckpoint } from '../../backbone/checkpoint/index.ts';
 import { loadTokenizer } from '../../backbone/tokenizer/index.ts';
 import type { BackboneConfig } from '../../backbone/types.ts';
 import { buildGradAccumulation, buildTrainStep, toModelBytes } from '../../graph/index.ts';
-import { f32, i64, type Tensor, type TrainModels, TrainRunner } from '../../runtime/index.ts';
+import { collectGarbage, f32, i64, type Tensor, type TrainModels, TrainRunner } from '../../runtime/index.ts';
 import { resolveSideNet, type SideNetShape } from '../config.ts';
-import { type Batch, BatchLoader, mixSeed, type TrainingExample } from '../data/index.ts';
+import { type Batch, BatchLoader, type LoadedBatch, mixSeed, type TrainingExample } from '../data/index.ts';
 import { initSideNet, sideNetParams } from '../params.ts';
 import { prunedSideNetInit } from '../prune.ts';
 import { SIDE_IO, sideTrainSpec } from '../steps.ts';
@@ -26,6 +26,9 @@ import { type LrSchedule, learningRateAt, warmupSteps } from './schedule.ts';
 
 /** Random streams of the trainer (data/order.ts uses 1-3). */
 const STREAM = { init: 11, dropout: 12 } as const;
+
+/** Taps of at least this many bytes are collected right after their micro-batch (collectGarbage). */
+const COLLECT_AFTER_BYTES = 32 * 2 ** 20;
 
 /**
  * Train an LST / xLadder side network over a frozen backbone (DESIGN.md sections 1-2).
@@ -145,6 +148,24 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       savedAt = performance.now();
     };
 
+    // One micro-batch through the backbone and the side step, in a function of its own: the
+    // batch's taps (150 MB for 2k tokens of a d=1024, 16-layer backbone) then die with its frame.
+    // Held in the loop's suspended frame they stayed alive through the next batch's backbone pass.
+    // `big`: the taps were large enough that collecting them at once is worth a GC.
+    const runMicro = async (lb: LoadedBatch, t: number, micro: number, lr: number) => {
+      const taps = await source.forBatch(lb);
+      const feeds = { ...taps, ...batchFeeds(lb.batch, lmHead) };
+      if (shape.config.dropout > 0) {
+        const seed = mixSeed(hp.seed, STREAM.dropout, t, micro); // a pure function of (seed, step)
+        feeds[SIDE_IO.dropoutSeed] = i64(BigInt64Array.of(BigInt(seed)), []);
+      }
+      const big =
+        Object.values(taps).reduce((n, x) => n + (x.data as ArrayBufferView).byteLength, 0) >=
+        COLLECT_AFTER_BYTES;
+      if (hp.microBatches === 1) return { ...(await runner.step(feeds, lr)), big };
+      return { ...(await runner.accumulate(feeds)), gradNorm: Number.NaN, big };
+    };
+
     // One optimizer update per iteration.
     const started = performance.now();
     const startStep = state.step;
@@ -160,14 +181,9 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       const update = { lossSum: 0, targets: 0, epoch: 0, gradNorm: Number.NaN };
       for (let micro = 0; micro < hp.microBatches && consumed < totalMicro; micro++, consumed++) {
         const lb = loader.next();
-        const feeds = { ...(await source.forBatch(lb)), ...batchFeeds(lb.batch, lmHead) };
-        if (shape.config.dropout > 0) {
-          const seed = mixSeed(hp.seed, STREAM.dropout, t, micro); // a pure function of (seed, step)
-          feeds[SIDE_IO.dropoutSeed] = i64(BigInt64Array.of(BigInt(seed)), []);
-        }
-        let loss: number;
-        if (hp.microBatches === 1) ({ loss, gradNorm: update.gradNorm } = await runner.step(feeds, lr));
-        else ({ loss } = await runner.accumulate(feeds));
+        const { loss, gradNorm, big } = await runMicro(lb, t, micro, lr);
+        if (big) await collectGarbage();
+        if (hp.microBatches === 1) update.gradNorm = gradNorm;
         const { targets, tokens } = lb.batch;
         update.lossSum += loss * targets;
         update.targets += targets;

@@ -1,0 +1,124 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTrainStep, toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
+import { f32, i64, type Tensor, TrainRunner } from '../../../gpu-worker/src/runtime/index.ts';
+import {
+  initSideNet,
+  lstPreset,
+  resolveSideNet,
+  SIDE_IO,
+  sideTrainSpec,
+} from '../../../gpu-worker/src/side-net/index.ts';
+import { rng } from '../../helpers/gradcheck.ts';
+import { VARIANTS } from '../../helpers/tiny-backbone.ts';
+
+// The order onnxruntime runs a side-net training step in decides its peak memory: what the
+// backward of a layer reads should be freed when that layer is done, not at the end of the step.
+// These read the order off onnxruntime's own profile of one step, run as the trainer runs it.
+
+const LAYERS = 6;
+const cfg = { ...VARIANTS['llama (GQA, llama3 rope scaling)']!, layers: LAYERS };
+const dir = mkdtempSync(join(tmpdir(), 'ladder-schedule-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Kernel names in the order the one profiled run executed them. */
+let order: string[] = [];
+
+beforeAll(async () => {
+  const shape = resolveSideNet(cfg, lstPreset(cfg));
+  const { graph, layout } = buildTrainStep(sideTrainSpec(shape));
+  const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, initSideNet(shape, 3), {
+    session: { profile: join(dir, 'step') },
+  });
+  const [B, T] = [2, 12];
+  const r = rng(5);
+  const seq = (f: (i: number) => number) => Array.from({ length: B * T }, (_, i) => f(i));
+  const feeds: Record<string, Tensor> = {
+    [SIDE_IO.finalHidden]: f32(
+      seq(() => 0).flatMap(() => Array.from({ length: cfg.hiddenSize }, () => r() - 0.5)),
+      [B, T, cfg.hiddenSize],
+    ),
+    [SIDE_IO.lmHead]: f32(
+      Array.from({ length: cfg.vocabSize * cfg.hiddenSize }, () => r() - 0.5),
+      [cfg.vocabSize, cfg.hiddenSize],
+    ),
+    [SIDE_IO.labels]: i64(
+      seq((i) => (i % T < 3 ? -100 : i % cfg.vocabSize)),
+      [B, T],
+    ),
+    [SIDE_IO.mask]: i64(
+      seq(() => 1),
+      [B, T],
+    ),
+    [SIDE_IO.positions]: i64(
+      seq((i) => i % T),
+      [B, T],
+    ),
+  };
+  for (const t of shape.taps) {
+    feeds[SIDE_IO.tap(t)] = f32(
+      Array.from({ length: B * T * cfg.hiddenSize }, () => r() - 0.5),
+      [B, T, cfg.hiddenSize],
+    );
+  }
+  await runner.step(feeds, 1e-3);
+  await runner.dispose(); // writes the profile
+  const file = readdirSync(dir).find((f) => f.startsWith('step') && f.endsWith('.json'));
+  if (!file) throw new Error(`no profile written in ${dir}`);
+  const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as {
+    cat: string;
+    name: string;
+    ts: number;
+  }[];
+  order = events
+    .filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'))
+    .sort((a, b) => a.ts - b.ts)
+    .map((e) => e.name.slice(0, -'_kernel_time'.length));
+});
+
+/** Positions in `order` of the backward's kernels for side layer `layer`. */
+function backwardOf(layer: number): number[] {
+  const mark = `/grad/loss/side/layers.${layer}/`;
+  return order.flatMap((name, i) => (name.startsWith(mark) ? [i] : []));
+}
+
+describe("onnxruntime's execution order of a side-net training step", () => {
+  it('profiles every layer of the step', () => {
+    for (let l = 0; l < LAYERS; l++) expect(backwardOf(l).length).toBeGreaterThan(10);
+    expect(order.some((n) => n.startsWith('/optim/'))).toBe(true);
+  });
+
+  it('runs the backward a layer at a time, weight gradients included, from the top layer down', () => {
+    // Summing the squared gradients for the clip norm in parameter order once made onnxruntime
+    // walk the input-gradient chain down to layer 0 first and leave every weight gradient (and
+    // the activations it reads) for the end.
+    for (let l = LAYERS - 1; l >= 2; l--) {
+      const lastOfLayer = Math.max(...backwardOf(l));
+      const firstTwoBelow = Math.min(...backwardOf(l - 2));
+      expect(lastOfLayer, `layer ${l} still running after layer ${l - 2} started`).toBeLessThan(
+        firstTwoBelow,
+      );
+    }
+  });
+
+  it("recomputes a layer's forward values only once its backward has begun", () => {
+    // A SwiGLU's sigmoid comes from forward values alone, so the order may run it any time after
+    // the forward; with the clip norm summed in parameter order it ran there and was held.
+    const lossScan = Math.max(...order.flatMap((n, i) => (n.startsWith('/loss/lm_loss/Chunks') ? [i] : [])));
+    for (let l = 0; l < LAYERS - 1; l++) {
+      const recomputed = order.flatMap((n, i) =>
+        n.startsWith(`/grad/loss/side/layers.${l}/mlp/swiglu/`) && /Sigmoid/.test(n) ? [i] : [],
+      );
+      expect(recomputed.length, `layer ${l}: no sigmoid recomputed`).toBeGreaterThan(0);
+      const upperBackward = Math.min(...backwardOf(l + 1));
+      for (const at of recomputed) {
+        expect(at).toBeGreaterThan(lossScan);
+        expect(at, `layer ${l}'s sigmoid ran before layer ${l + 1}'s backward`).toBeGreaterThan(
+          upperBackward,
+        );
+      }
+    }
+  });
+});
