@@ -30,6 +30,8 @@ export interface SideInputs {
   dropoutSeed?: Value | undefined;
   /** Score elements per block of query rows (chunkedAttention); 0: full attention. Default DEFAULT_SCORE_BLOCK. */
   scoreBlock?: number | undefined;
+  /** Blocks only for calls with more scores than scoreBlock (decoding: see CachedAttentionShape.longOnly). */
+  longOnly?: boolean | undefined;
 }
 
 export interface SideOutputs {
@@ -104,6 +106,7 @@ export function sideForward(
               headDim: s.headDim,
               eps: s.eps,
               scoreBlock: inp.scoreBlock ?? DEFAULT_SCORE_BLOCK,
+              longOnly: inp.longOnly,
             },
           ),
         );

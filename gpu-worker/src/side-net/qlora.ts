@@ -136,6 +136,7 @@ export async function qloraSpec(
       logits: 'none',
       embeddings: 'fp32',
       scoreBlock: DEFAULT_SCORE_BLOCK, // the side nets' training pass attends the same way
+      blocks: 'always',
     },
     { linearHook: hook },
   );

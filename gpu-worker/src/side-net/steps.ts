@@ -87,14 +87,14 @@ export function sideDecodeStep(g: Graph, s: SideNetShape, params: Record<string,
     past.keys.push(g.input(SIDE_IO.pastKey(j), 'float32', ['batch', s.heads, 'past', s.headDim]));
     past.values.push(g.input(SIDE_IO.pastValue(j), 'float32', ['batch', s.heads, 'past', s.headDim]));
   });
-  // Full attention: a decoding step has one query row (see BackboneGraphOptions.scoreBlock).
+  // Blocks for a long prompt only: a decoding step has one query row (CachedAttentionShape.longOnly).
   const { out, present } = sideForward(g, s, params, {
     taps,
     finalHidden,
     mask,
     positions,
     past,
-    scoreBlock: 0,
+    longOnly: true,
   });
   const logits = g.scope('lm_head', () => matmul(lastPosition(out), head, { transB: true })); // (B, 1, V)
   g.output(logits, SIDE_IO.logits);

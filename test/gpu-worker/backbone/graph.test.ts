@@ -1,7 +1,18 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildBackboneGraph, IO } from '../../../gpu-worker/src/backbone/graph/emit.ts';
+import { toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
+import { createSession, i64, type Tensor } from '../../../gpu-worker/src/runtime/index.ts';
 import { referenceForward } from '../../helpers/reference-llm.ts';
-import { memorySource, randomWeights, runSequence, VARIANTS } from '../../helpers/tiny-backbone.ts';
+import {
+  emptyPast,
+  memorySource,
+  randomWeights,
+  runSequence,
+  VARIANTS,
+} from '../../helpers/tiny-backbone.ts';
 
 function maxRelError(got: Float32Array, want: Float64Array[]): number {
   const flat = want.flatMap((r) => Array.from(r));
@@ -40,6 +51,78 @@ describe('the fp32 ONNX backbone matches an independent float64 reference', () =
     expect(maxRelError(out[IO.logits]!.data as Float32Array, ref.logits)).toBeLessThanOrEqual(1e-4);
     expect(out[IO.presentKey(1)]!.dims).toEqual([1, cfg.kvHeads, T, cfg.headDim]);
   });
+});
+
+describe('attention over blocks of query rows for a long prompt only', () => {
+  /** Kernel names of each run of a profiled session, in run order. */
+  function kernelsByRun(dir: string): string[][] {
+    const file = readdirSync(dir).find((f) => f.endsWith('.json'))!;
+    const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as {
+      cat: string;
+      name: string;
+      ts: number;
+      dur: number;
+    }[];
+    const runs = events.filter((e) => e.name === 'model_run').sort((a, b) => a.ts - b.ts);
+    return runs.map((r) =>
+      events.filter((e) => e.cat === 'Node' && e.ts >= r.ts && e.ts <= r.ts + r.dur).map((e) => e.name),
+    );
+  }
+
+  it.each(Object.entries(VARIANTS))(
+    '%s: a prefill past scoreBlock runs the blocks, a decoding step one softmax, both as the reference',
+    async (_, cfg) => {
+      const weights = randomWeights(cfg, 11);
+      // 9 prompt rows x 9 keys x 4 heads = 324 scores > 64: blocks; a step's 1 x 10 x 4 = 40: one softmax.
+      const { graph } = await buildBackboneGraph(cfg, memorySource(weights), {
+        linear: { kind: 'fp32' },
+        logits: 'all',
+        scoreBlock: 64,
+      });
+      const dir = mkdtempSync(join(tmpdir(), 'ladder-long-prompt-'));
+      try {
+        const session = await createSession(toModelBytes(graph), { profile: join(dir, 'run') });
+        const ids = [3, 17, 42, 5, 60, 0, 9, 33, 21, 14];
+        const T = ids.length - 1;
+        const prompt = await session.run({
+          [IO.inputIds]: i64(ids.slice(0, T), [1, T]),
+          [IO.attentionMask]: i64(new Array(T).fill(1), [1, T]),
+          [IO.positionIds]: i64(
+            ids.slice(0, T).map((_, t) => t),
+            [1, T],
+          ),
+          ...emptyPast(cfg, 1),
+        });
+        const past: Record<string, Tensor> = {};
+        for (let l = 0; l < cfg.layers; l++) {
+          past[IO.pastKey(l)] = prompt[IO.presentKey(l)]!;
+          past[IO.pastValue(l)] = prompt[IO.presentValue(l)]!;
+        }
+        const step = await session.run({
+          [IO.inputIds]: i64([ids[T]!], [1, 1]),
+          [IO.attentionMask]: i64(new Array(T + 1).fill(1), [1, T + 1]),
+          [IO.positionIds]: i64([T], [1, 1]),
+          ...past,
+        });
+        await session.dispose();
+        const ref = referenceForward(cfg, weights, ids);
+        const logits = prompt[IO.logits]!.data as Float32Array;
+        expect(maxRelError(logits, ref.logits.slice(0, T))).toBeLessThanOrEqual(1e-4);
+        expect(maxRelError(step[IO.logits]!.data as Float32Array, ref.logits.slice(T))).toBeLessThanOrEqual(
+          1e-4,
+        );
+        const [prefill, decode] = kernelsByRun(dir);
+        const blocks = (names: string[]) => names.filter((n) => n.includes('/LongPrompt/then/')).length;
+        const plain = (names: string[]) => names.filter((n) => n.includes('/LongPrompt/else/')).length;
+        expect(blocks(prefill!)).toBeGreaterThan(0);
+        expect(plain(prefill!)).toBe(0);
+        expect(blocks(decode!)).toBe(0);
+        expect(plain(decode!)).toBeGreaterThan(0);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe('the 4-bit backbone', () => {

@@ -4,10 +4,16 @@ import {
   cast,
   chunkedAttention,
   concat,
+  div,
+  greater,
+  ifElse,
   matmul,
+  mul,
   reshape,
   rmsNorm,
   scale,
+  shapeOf,
+  sizeOf,
   softmax,
   transpose,
   unsqueeze,
@@ -44,6 +50,12 @@ export interface CachedAttentionShape {
    * memory linear in T, forward and backward); 0 or absent: one softmax over all T x (P+T) scores.
    */
   scoreBlock?: number | undefined;
+  /**
+   * With scoreBlock: use blocks only when this call's scores would exceed it, chosen at run time
+   * (ONNX If), so a decoding step (one query row) stays one plain softmax while a long prompt's
+   * prefill never holds (T, P+T) scores per head. Generation graphs; no gradient goes through it.
+   */
+  longOnly?: boolean | undefined;
 }
 
 /**
@@ -54,7 +66,8 @@ export interface CachedAttentionShape {
  *   past_k (B, Hkv, P, dh) ─────────────────────────────────────────────────────── Concat ─ present_k (B, Hkv, P+T, dh)
  *   v likewise ─ present_v
  *   scores = q present_k^T + bias (B, Hkv, G, T, P+T) ─ Softmax ─ @ present_v ─ (B, T, H*dh)
- *   (or the same over blocks of query rows, chunkedAttention, when shape.scoreBlock is set)
+ *   (or the same over blocks of query rows, chunkedAttention, when shape.scoreBlock is set:
+ *   always, or with longOnly only for calls with more scores than that)
  */
 export function cachedAttention(
   a: CachedAttentionInputs,
@@ -82,15 +95,32 @@ export function cachedAttention(
   const qRot = scale(qRope, 1 / Math.sqrt(s.headDim), 'ScaleQ');
   const presentK = a.pastK ? concat([a.pastK, kRot], 2, 'PresentK') : kRot; // (B, Hkv, P+T, dh)
   const presentV = a.pastV ? concat([a.pastV, v], 2, 'PresentV') : v; // (B, Hkv, P+T, dh)
-  const context = s.scoreBlock
-    ? chunkedAttention(qRot, presentK, presentV, a.bias, { scoreBlock: s.scoreBlock, causal: true })
-    : fullAttention(qRot, presentK, presentV, a.bias); // (B, Hkv, G, T, dh)
+  const context = attend(qRot, presentK, presentV, a.bias, s); // (B, Hkv, G, T, dh)
   const merged = reshape(
     transpose(context, [0, 3, 1, 2, 4], 'TransposeContext'),
     [0, 0, s.heads * s.headDim],
     'MergeHeads',
   ); // (B, T, H*dh)
   return { out: merged, presentK, presentV };
+}
+
+/** Full, blocked, or (longOnly) blocked when the scores are many: see CachedAttentionShape. */
+function attend(q: Value, keys: Value, values: Value, bias: Value, s: CachedAttentionShape): Value {
+  const { scoreBlock } = s;
+  if (!scoreBlock) return fullAttention(q, keys, values, bias);
+  const blocked = (q: Value, k: Value, v: Value, b: Value) =>
+    chunkedAttention(q, k, v, b, { scoreBlock, causal: true });
+  if (!s.longOnly) return blocked(q, keys, values, bias);
+  const g = q.graph;
+  // B·Hkv·G·T·(P+T) scores = size(q) / dh · (P+T)
+  const scores = mul(div(unsqueeze(sizeOf(q), [0]), g.vector([s.headDim])), shapeOf(keys, 2, 3));
+  const [context] = ifElse(g, greater(scores, g.vector([scoreBlock])), {
+    then: (b) => [blocked(b.outer(q), b.outer(keys), b.outer(values), b.outer(bias))],
+    else: (b) => [fullAttention(b.outer(q), b.outer(keys), b.outer(values), b.outer(bias))],
+    shapes: [q.shape],
+    name: 'LongPrompt',
+  });
+  return context!;
 }
 
 /** softmax(q k^T + bias) v in one piece: (B, Hkv, G, T, P+T) scores, kept for the backward. */

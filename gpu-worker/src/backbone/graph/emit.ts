@@ -1,6 +1,7 @@
 import {
   add,
   attentionBias,
+  DEFAULT_SCORE_BLOCK,
   type ExternalDataWriter,
   Graph,
   gather,
@@ -45,10 +46,15 @@ export interface BackboneGraphOptions {
   /**
    * Attention over blocks of query rows holding at most this many scores each, so no (T, P+T)
    * score tensor per head is ever whole (chunkedAttention; DEFAULT_SCORE_BLOCK is 16 MB); 0: one
-   * softmax over all of them. Generation keeps 0: a decoding step has one query row, and the
-   * block loop would cost it ~5%; passes over long sequences (training, QLoRA) use blocks.
+   * softmax over all of them.
    */
   scoreBlock: number;
+  /**
+   * 'long': blocks only for a call with more scores than scoreBlock, chosen at run time (a long
+   * prompt's prefill; a decoding step has one query row, and the block loop would cost it ~5%).
+   * 'always': every call, differentiable (passes over whole sequences: training, QLoRA).
+   */
+  blocks: 'long' | 'always';
   /**
    * The key/value cache inputs and outputs (generation). Off for a pass over whole sequences
    * (the side nets' training pass): no present tensors are written or kept alive.
@@ -62,7 +68,8 @@ export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
   embeddings: 'fp32',
   fused: true,
   logits: 'last',
-  scoreBlock: 0,
+  scoreBlock: DEFAULT_SCORE_BLOCK,
+  blocks: 'long',
   kvCache: true,
 };
 
@@ -247,7 +254,14 @@ export async function buildBackboneGraph(
     const attn = g.scope(attnPath, () =>
       cachedAttention(
         { q, k, v, pastK, pastV, rotary, bias, qNorm, kNorm },
-        { heads, kvHeads, headDim, eps: cfg.rmsNormEps, scoreBlock: o.scoreBlock },
+        {
+          heads,
+          kvHeads,
+          headDim,
+          eps: cfg.rmsNormEps,
+          scoreBlock: o.scoreBlock,
+          longOnly: o.blocks === 'long',
+        },
       ),
     );
     if (o.kvCache) {

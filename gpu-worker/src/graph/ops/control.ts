@@ -1,4 +1,4 @@
-import { type Graph, GraphError, type OpDef, type Value } from '../builder.ts';
+import { Graph, GraphError, type OpDef, type Value } from '../builder.ts';
 import type { Shape } from '../dims.ts';
 
 // Control flow and run-time shaped helpers. None has a gradient: where a computation inside a
@@ -54,6 +54,60 @@ export function scan(g: Graph, spec: ScanSpec): Value[] {
       ...(spec.outputAxes ? { scan_output_axes: [...spec.outputAxes] } : {}),
     },
     { name: spec.name ?? 'Scan', hints: spec.outShapes ?? [] },
+  );
+}
+
+/** ONNX If: runs one of two branch graphs (no inputs; they read the enclosing graph's values). */
+export const IF: OpDef = {
+  type: 'If',
+  infer: (_inputs, attrs, hints) => {
+    const then = (attrs.then_branch as { subgraph: Graph }).subgraph;
+    const other = (attrs.else_branch as { subgraph: Graph }).subgraph;
+    if (then.outputs.length !== other.outputs.length) {
+      throw new Error(`if: the branches give ${then.outputs.length} and ${other.outputs.length} outputs`);
+    }
+    return then.outputs.map((o, i) => {
+      if (o.dtype !== other.outputs[i]!.dtype) {
+        throw new Error(
+          `if: output ${i} is ${o.dtype} in one branch, ${other.outputs[i]!.dtype} in the other`,
+        );
+      }
+      return { dtype: o.dtype, shape: hints?.[i] ?? o.shape };
+    });
+  },
+};
+
+export interface IfSpec {
+  /** The enclosing graph's values a branch reads are `b.outer(v)` inside it. */
+  then: (b: Graph) => Value[];
+  else: (b: Graph) => Value[];
+  /** The outputs' shapes (symbolic where the branches differ); the then-branch's by default. */
+  shapes?: readonly Shape[];
+  name?: string;
+}
+
+/**
+ * `cond` (a one-element bool) ? spec.then : spec.else, each built into a branch graph of its own.
+ * No gradient: for inference graphs (one computation for a long prompt, another for one token).
+ */
+export function ifElse(g: Graph, cond: Value, spec: IfSpec): Value[] {
+  const name = spec.name ?? 'If';
+  const branch = (which: 'then' | 'else', fn: (b: Graph) => Value[]) => {
+    const b = new Graph({ name: `${name}_${which}`, opsets: g.options.opsets });
+    const scope = `${g.path === '/' ? '' : g.path}/${name}/${which}`;
+    b.withPath(scope, () => {
+      for (const [i, out] of fn(b).entries()) b.output(out, `${scope}/out_${i}`);
+    });
+    return b;
+  };
+  return g.emit(
+    IF,
+    [cond],
+    {
+      then_branch: { subgraph: branch('then', spec.then) },
+      else_branch: { subgraph: branch('else', spec.else) },
+    },
+    { name, hints: spec.shapes ?? [] },
   );
 }
 

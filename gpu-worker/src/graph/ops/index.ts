@@ -1,6 +1,6 @@
 export { add, addScalar, div, mul, neg, scale, sub } from './arith.ts';
 export { cast } from './cast.ts';
-export { padRuntime, type ScanSpec, scan, sliceRuntime } from './control.ts';
+export { type IfSpec, ifElse, padRuntime, type ScanSpec, scan, sliceRuntime } from './control.ts';
 export { gather } from './gather.ts';
 export { gatherElements } from './gather-elements.ts';
 export { bitwiseXor, logicalAnd, logicalNot, logicalOr, mod, range } from './integer.ts';

@@ -54,6 +54,7 @@ export class BackbonePass {
         fused: true,
         kvCache: false,
         scoreBlock: DEFAULT_SCORE_BLOCK,
+        blocks: 'always',
       },
     });
     const table = lookup ? await readTable(modelDir, HF_NAMES.embed, build.config) : undefined;
