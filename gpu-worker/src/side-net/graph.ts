@@ -5,6 +5,7 @@ import {
   DEFAULT_SCORE_BLOCK,
   dropout,
   type Graph,
+  keyBias,
   linear,
   mul,
   rmsNorm,
@@ -78,7 +79,9 @@ export function sideForward(
     const b0 = tap(0);
     let x = linear(b0, p('down.0.weight'), p('down.0.bias'), { name: 'down.0' }); // (B, T, d_s)
     const { cos, sin } = rotaryTables(inp.positions, s.headDim, s.ropeTheta);
-    const bias = attentionBias(b0, inp.mask); // (B, 1, 1, T, P+T)
+    const scoreBlock = inp.scoreBlock ?? DEFAULT_SCORE_BLOCK;
+    // Blocks on every call rebuild the causal rows inside each block: only the key bias is kept.
+    const bias = scoreBlock && !inp.longOnly ? keyBias(inp.mask) : attentionBias(b0, inp.mask); // (B, 1, 1, T|1, P+T)
     const present: SideOutputs['present'] = { keys: [], values: [] };
     s.layers.forEach((t, j) => {
       x = g.scope(`layers.${j}`, () => {
@@ -105,7 +108,7 @@ export function sideForward(
               kvHeads: s.heads,
               headDim: s.headDim,
               eps: s.eps,
-              scoreBlock: inp.scoreBlock ?? DEFAULT_SCORE_BLOCK,
+              scoreBlock,
               longOnly: inp.longOnly,
             },
           ),

@@ -33,6 +33,16 @@ function biasFor({ B, T, S }: Case): number[] {
   return out;
 }
 
+/** The same padding as a key bias (B, 1, 1, 1, S): what chunkedAttention's key-bias form takes. */
+function keyBiasFor({ B, S }: Case): number[] {
+  return Array.from({ length: B * S }, (_, i) => (Math.floor(i / S) === 1 && i % S === 0 ? MASKED_SCORE : 0));
+}
+
+/** A key bias on every row, as the (B, 1, 1, T, S) bias the reference takes (not causal). */
+function everyRow({ B, T, S }: Case, keys: number[]): number[] {
+  return Array.from({ length: B * T * S }, (_, i) => keys[Math.floor(i / (T * S)) * S + (i % S)]!);
+}
+
 function reference(c: Case, q: number[], k: number[], v: number[], bias: number[]): number[] {
   const { B, Hkv, G, T, S, dh } = c;
   const out: number[] = [];
@@ -98,6 +108,44 @@ describe('chunkedAttention', () => {
     }
   });
 
+  it('takes a key bias in place of the (T, S) one: causal rows rebuilt in each block, or the keys on every row', async () => {
+    const cases: { c: Case; block: number }[] = [
+      { c: { B: 2, Hkv: 2, G: 2, T: 7, S: 7, dh: 4 }, block: 10_000 },
+      { c: { B: 2, Hkv: 2, G: 2, T: 7, S: 7, dh: 4 }, block: 2 * 2 * 2 * 7 * 3 }, // 3 blocks, 2 pad rows
+      { c: { B: 2, Hkv: 1, G: 3, T: 33, S: 33, dh: 8 }, block: 1 }, // one row a block
+      { c: { B: 2, Hkv: 2, G: 2, T: 1, S: 9, dh: 4 }, block: 1 }, // decoding after a cache of 8
+      { c: { B: 1, Hkv: 2, G: 1, T: 5, S: 12, dh: 4 }, block: 2 * 2 * 12 }, // prefill after a cache of 7
+    ];
+    for (const [{ c, block }, causal] of cases.flatMap((x) => [[x, false] as const, [x, true] as const])) {
+      const { B, Hkv, G, T, S, dh } = c;
+      const g = new Graph({ name: 'chunked_attention' });
+      const q = g.input('q', 'float32', ['batch', Hkv, G, 'seq', dh]);
+      const k = g.input('k', 'float32', ['batch', Hkv, 'total', dh]);
+      const v = g.input('v', 'float32', ['batch', Hkv, 'total', dh]);
+      const bias = g.input('bias', 'float32', ['batch', 1, 1, 1, 'total']);
+      g.output(chunkedAttention(q, k, v, bias, { scoreBlock: block, causal }), 'out');
+      const session = await createSession(toModelBytes(g));
+      const data = {
+        q: randoms(B * Hkv * G * T * dh, 4),
+        k: randoms(B * Hkv * S * dh, 5),
+        v: randoms(B * Hkv * S * dh, 6),
+      };
+      const keys = keyBiasFor(c);
+      const { out } = await session.run({
+        q: f32(data.q, [B, Hkv, G, T, dh]),
+        k: f32(data.k, [B, Hkv, S, dh]),
+        v: f32(data.v, [B, Hkv, S, dh]),
+        bias: f32(keys, [B, 1, 1, 1, S]),
+      });
+      await session.dispose();
+      // causal: exactly attentionBias's rows (a padding key stays readable by its own query)
+      const want = reference(c, data.q, data.k, data.v, causal ? biasFor(c) : everyRow(c, keys));
+      const got = out!.data as Float32Array;
+      const worst = want.reduce((m, w, i) => Math.max(m, Math.abs(got[i]! - w)), 0);
+      expect(worst, `${JSON.stringify(c)} block ${block} causal ${causal}`).toBeLessThan(1e-5);
+    }
+  });
+
   it('its gradients with respect to q, k and v match finite differences across blocks and padding rows (float64)', async () => {
     const c: Case = { B: 2, Hkv: 2, G: 2, T: 5, S: 5, dh: 3 };
     const { B, Hkv, G, T, S, dh } = c;
@@ -111,6 +159,15 @@ describe('chunkedAttention', () => {
           { name: 'k', shape: [B, Hkv, S, dh] },
           { name: 'v', shape: [B, Hkv, S, dh] },
           { name: 'bias', shape: [B, 1, 1, T, S], data: biasFor(c), diff: false },
+        ],
+      );
+      await gradcheck(
+        (q, k, v, bias) => chunkedAttention(q, k, v, bias, { scoreBlock: block, causal }),
+        [
+          { name: 'q', shape: [B, Hkv, G, T, dh] },
+          { name: 'k', shape: [B, Hkv, S, dh] },
+          { name: 'v', shape: [B, Hkv, S, dh] },
+          { name: 'bias', shape: [B, 1, 1, 1, S], data: keyBiasFor(c), diff: false },
         ],
       );
     }

@@ -5,6 +5,7 @@ import {
   type ExternalDataWriter,
   Graph,
   gather,
+  keyBias,
   matmul,
   rotaryTables,
   shapeOf,
@@ -220,7 +221,8 @@ export async function buildBackboneGraph(
   } else {
     rotary = { kind: 'tables', ...rotaryTables(positions, headDim, cfg.ropeTheta, { invFreq }) };
   }
-  const bias = attentionBias(x, mask); // (B, 1, 1, T, P+T)
+  // Blocks on every call rebuild the causal rows inside each block: only the key bias is kept.
+  const bias = o.scoreBlock && o.blocks === 'always' ? keyBias(mask) : attentionBias(x, mask); // (B, 1, 1, T|1, P+T)
   const nrm = norms(o.fused, cfg.rmsNormEps);
 
   //   h = norm(b_0);  per layer: attn(h) ─ (x1, h2) = addNorm(b, attn) ─ mlp(h2) ─ (b', h) = addNorm(x1, mlp)

@@ -125,6 +125,20 @@ export function attentionBias(
   });
 }
 
+/**
+ * attentionBias's padding part alone, (B, 1, 1, 1, S): MASKED_SCORE on a padding key, 0 elsewhere.
+ * chunkedAttention (causal) rebuilds attentionBias's rows from it block by block, so no (T, S)
+ * tensor is ever whole: over 8k tokens that one is 256 MB, kept for every layer's backward.
+ */
+export function keyBias(mask: Value): Value {
+  const g = mask.graph;
+  return g.scope('attention_bias', () => {
+    const keep = isFloat(mask.dtype) ? mask : cast(mask, 'float32');
+    const padding = unsqueeze(less(keep, g.scalar(0.5, keep.dtype)), [1, 2, 3]); // (B, 1, 1, 1, S)
+    return where(padding, g.scalar(MASKED_SCORE, 'float32'), g.scalar(0, 'float32'), 'KeyBias');
+  });
+}
+
 /** Every shape problem at once, so a wrong config is fixed in one go. */
 function checkAttention(g: Graph, x: Value, p: AttentionParams, o: AttentionOptions): void {
   const problems: string[] = [];

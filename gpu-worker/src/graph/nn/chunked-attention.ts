@@ -8,6 +8,8 @@ import { matmul } from '../ops/matmul.ts';
 import { reduceSum } from '../ops/reduce.ts';
 import { concat, EXPAND, minOf, RESHAPE, shapeOf, sizeOf, squeeze, unsqueeze } from '../ops/shape.ts';
 import { softmax } from '../ops/softmax.ts';
+import { equal, greater, where } from '../ops/unary.ts';
+import { MASKED_SCORE } from './attention.ts';
 
 /**
  * Elements of one (B, Hkv, G, rows, S) score block: 4M floats, 16 MB. Sequences whose whole
@@ -45,12 +47,16 @@ export interface ChunkedAttentionOptions {
  *   dS_i = p_i ∘ (dO_i v^T - D_i)      dq_i = dS_i k      dk += dS_i^T q_i      dv += p_i^T dO_i
  *
  * k and v are shared by the G query heads of their group: their gradients sum over G.
+ *
+ * A bias of one row, (B|1, 1, 1, 1, S), is a key bias (keyBias): added to every row, or, causal,
+ * turned into attentionBias's rows inside each block (0 on the diagonal, MASKED_SCORE on later
+ * keys), so the (T, S) bias never exists either: attention's memory is then linear in T throughout.
  */
 export function chunkedAttention(
   q: Value, // (B, Hkv, G, T, dh), already scaled by 1/sqrt(dh)
   k: Value, // (B, Hkv, S, dh)
   v: Value, // (B, Hkv, S, dh)
-  bias: Value, // (B|1, 1, 1, T, S) additive
+  bias: Value, // (B|1, 1, 1, T, S) additive, or (B|1, 1, 1, 1, S) a key bias
   opts: Partial<ChunkedAttentionOptions> = {},
 ): Value {
   const o = { scoreBlock: DEFAULT_SCORE_BLOCK, causal: false, name: 'chunked_attention', ...opts };
@@ -58,27 +64,23 @@ export function chunkedAttention(
   if (q.rank !== 5 || k.rank !== 4 || v.rank !== 4 || bias.rank !== 5) {
     throw new GraphError(
       `${g.path}/${o.name}: chunkedAttention wants q (B, Hkv, G, T, dh), k and v (B, Hkv, S, dh), ` +
-        `bias (B, 1, 1, T, S); got q ${q}, k ${k}, v ${v}, bias ${bias}`,
+        `bias (B, 1, 1, T|1, S); got q ${q}, k ${k}, v ${v}, bias ${bias}`,
     );
   }
   if (!(Number.isInteger(o.scoreBlock) && o.scoreBlock > 0)) {
     throw new GraphError(`${g.path}/${o.name}: scoreBlock ${o.scoreBlock} must be a positive integer`);
   }
   return g.scope(o.name, () => {
-    const keys = unsqueeze(k, [2]); // (B, Hkv, 1, S, dh)
-    const values = unsqueeze(v, [2]); // (B, Hkv, 1, S, dh)
-    const blocks = blockPlan(q, k, o.scoreBlock, o.causal);
-    const scans = [blocks.split(q, 'Queries'), blocks.split(cast(bias, q.dtype), 'Bias'), blocks.ends];
-    const forward = body(g, 'attention_block', [], scans, (b, [qi, bi, end]) => {
-      const seen = visible(b, end!, o.causal);
-      const scores = add(matmul(qi!, seen(b.outer(keys), 3), { transB: true }), seen(bi!, 4));
-      return [matmul(softmax(scores), seen(b.outer(values), 3))]; // (B, Hkv, G, c, dh)
+    const { keys, values, blocks, scans, bias: source } = blockInputs(q, k, v, bias, o);
+    const forward = body(g, 'attention_block', [], scans, (b, [qi, end, extra]) => {
+      const { p, vv } = blockProbs(b, keys, values, qi!, end!, extra, source);
+      return [matmul(p, vv)]; // (B, Hkv, G, c, dh)
     });
     const [stacked] = scan(g, {
       body: forward,
       states: [],
       scans,
-      inputAxes: [3, 3, 0],
+      inputAxes: source.axes,
       outputAxes: [3],
       outShapes: [blocks.stackedShape(q)],
       name: 'Blocks',
@@ -102,23 +104,23 @@ function chunkedAttentionGrad(
   o: ChunkedAttentionOptions,
 ): (Value | undefined)[] {
   const g = q.graph;
-  const { keys, values, blocks, scans: forwardScans } = blockInputs(q, k, v, bias, o);
-  const [qBlocks, biasBlocks, ends] = forwardScans as [Value, Value, Value];
+  const { keys, values, blocks, scans: forwardScans, bias: source } = blockInputs(q, k, v, bias, o);
+  const [qBlocks, ends, extra] = forwardScans as [Value, Value, Value | undefined];
   const rowDot = reduceSum(mul(dOut, out), [-1], { keepdims: true }); // (B, Hkv, G, T, 1) = D
   const scans = [
     qBlocks,
-    biasBlocks,
+    ends,
     blocks.split(dOut, 'Grads'), // (B, Hkv, G, n, c, dh)
     blocks.split(rowDot, 'RowDots'), // (B, Hkv, G, n, c, 1)
-    ends,
+    ...(extra ? [extra] : []),
   ];
   const backward = body(
     g,
     'attention_block_grad',
     [keys, values],
     scans,
-    (b, [dkIn, dvIn, qi, bi, dOi, Di, end]) => {
-      const { p, kk, vv } = blockProbs(b, keys, values, qi!, bi!, end!, o.causal); // p (B, Hkv, G, c, e)
+    (b, [dkIn, dvIn, qi, end, dOi, Di, ex]) => {
+      const { p, kk, vv } = blockProbs(b, keys, values, qi!, end!, ex, source); // p (B, Hkv, G, c, e)
       const dS = mul(p, sub(matmul(dOi!, vv, { transB: true }), Di!)); // (B, Hkv, G, c, e)
       // Sum over the group's query heads, then back to all S keys (the ones past e get nothing).
       const toKeys = (t: Value) => {
@@ -140,7 +142,7 @@ function chunkedAttentionGrad(
     body: backward,
     states: [zeros(keys), zeros(values)],
     scans,
-    inputAxes: [3, 3, 3, 3, 0],
+    inputAxes: [3, 0, 3, 3, ...source.axes.slice(2)],
     outputAxes: [3],
     outShapes: [blocks.stackedShape(q)],
     name: 'GradBlocks',
@@ -148,18 +150,35 @@ function chunkedAttentionGrad(
   return [blocks.join(dq!, q), squeeze(dk!, [2]), squeeze(dv!, [2]), undefined];
 }
 
-/** What both passes scan over: q and the bias in blocks of rows, each block's key count. */
+/**
+ * Where a block's bias comes from: its rows of a (T, S) bias, scanned with it; or a key bias
+ * (B|1, 1, 1, 1, S) read whole, with attentionBias's causal rows rebuilt in the block from its
+ * first query's position (scanned) when causal. `axes`: the Scan input axes of q, ends and that.
+ */
+type BiasSource =
+  | { kind: 'rows'; causal: boolean; axes: number[] }
+  | { kind: 'keys'; bias: Value; causal: boolean; axes: number[] };
+
+/** What both passes scan over: q in blocks of rows, each block's key count, and its bias source. */
 function blockInputs(q: Value, k: Value, v: Value, bias: Value, o: ChunkedAttentionOptions) {
   const blocks = blockPlan(q, k, o.scoreBlock, o.causal);
+  const typed = cast(bias, q.dtype);
+  const keysOnly = bias.shape[3] === 1;
+  const scans = [blocks.split(q, 'Queries'), blocks.ends]; // (B, Hkv, G, n, c, dh), (n)
+  let source: BiasSource;
+  if (!keysOnly) {
+    scans.push(blocks.split(typed, 'Bias')); // (B|1, 1, 1, n, c, S)
+    source = { kind: 'rows', causal: o.causal, axes: [3, 0, 3] };
+  } else if (o.causal) {
+    scans.push(blocks.starts); // (n)
+    source = { kind: 'keys', bias: typed, causal: true, axes: [3, 0, 0] };
+  } else source = { kind: 'keys', bias: typed, causal: false, axes: [3, 0] };
   return {
     keys: unsqueeze(k, [2]), // (B, Hkv, 1, S, dh)
     values: unsqueeze(v, [2]), // (B, Hkv, 1, S, dh)
     blocks,
-    scans: [
-      blocks.split(q, 'Queries'), // (B, Hkv, G, n, c, dh)
-      blocks.split(cast(bias, q.dtype), 'Bias'), // (B|1, 1, 1, n, c, S)
-      blocks.ends, // (n)
-    ],
+    scans,
+    bias: source,
   };
 }
 
@@ -169,14 +188,32 @@ function blockProbs(
   keys: Value,
   values: Value,
   qi: Value, // (B, Hkv, G, c, dh)
-  bi: Value, // (B|1, 1, 1, c, S)
   end: Value, // () int64
-  causal: boolean,
+  extra: Value | undefined, // the block's bias rows (B|1, 1, 1, c, S) or first query position ()
+  source: BiasSource,
 ): { p: Value; kk: Value; vv: Value } {
-  const seen = visible(b, end, causal);
+  const seen = visible(b, end, source.causal);
   const kk = seen(b.outer(keys), 3); // (B, Hkv, 1, e, dh)
   const vv = seen(b.outer(values), 3);
-  return { p: softmax(add(matmul(qi, kk, { transB: true }), seen(bi, 4))), kk, vv }; // p (B, Hkv, G, c, e)
+  const bias =
+    source.kind === 'rows' ? seen(extra!, 4) : blockBias(b, seen(b.outer(source.bias), 4), qi, end, extra);
+  return { p: softmax(add(matmul(qi, kk, { transB: true }), bias)), kk, vv }; // p (B, Hkv, G, c, e)
+}
+
+/**
+ * attentionBias's rows for one block, from the key bias: 0 on the diagonal (a query always reads
+ * itself), MASKED_SCORE on a later key, the key bias elsewhere. (B|1, 1, 1, c, e)
+ */
+function blockBias(b: Graph, keyBias: Value, qi: Value, end: Value, start: Value | undefined): Value {
+  if (!start) return keyBias; // not causal: the key bias on every row
+  const one = b.scalar(1, 'int64');
+  const zero = b.scalar(0, 'int64');
+  const rows = squeeze(shapeOf(qi, 3, 4), [0]); // () c
+  const query = unsqueeze(add(range(zero, rows, one, 'attn_rows'), start), [1]); // (c, 1) positions
+  const key = unsqueeze(range(zero, end, one, 'attn_keys'), [0]); // (1, e)
+  const dtype = keyBias.dtype;
+  const later = where(greater(key, query), b.scalar(MASKED_SCORE, dtype), keyBias); // (B|1, 1, 1, c, e)
+  return where(equal(key, query), b.scalar(0, dtype), later);
 }
 
 /** Inside a block: x's first `end` keys along `axis` when causal, else all of x. */
@@ -193,6 +230,8 @@ interface BlockPlan {
   split(x: Value, name: string): Value;
   /** (n) int64: how many keys block i reads. */
   ends: Value;
+  /** (n) int64, causal: the position of block i's first query. */
+  starts: Value;
   /** The symbolic shape of a stacked (B, Hkv, G, n, c, dh) scan output for q. */
   stackedShape(q: Value): (number | string)[];
   /** (B, Hkv, G, n, c, dh) back to like's (B, Hkv, G, T, dh). */
@@ -227,8 +266,13 @@ function blockPlan(q: Value, k: Value, scoreBlock: number, causal: boolean): Blo
         keys,
       )
     : g.op(EXPAND, [keys, n], {}, { hints: [['attn_blocks']] }); // S for every block
+  // Block i's first query sits at S - T + i·c.
+  const starts = causal
+    ? add(range(g.scalar(0, 'int64'), scalar(mul(n, c)), scalar(c), 'attn_blocks'), scalar(sub(keys, rows)))
+    : ends;
   return {
     ends,
+    starts,
     split(x, name) {
       const zeros = g.vector([0, 0, 0, 0, 0, 0, 0, 0]);
       const pads = concat([zeros, padRows, g.vector([0])], 0); // begins (5), ends: only axis 3

@@ -4,6 +4,7 @@ export {
   type AttentionParams,
   attentionBias,
   causalSelfAttention,
+  keyBias,
   MASKED_SCORE,
 } from './attention.ts';
 export {
