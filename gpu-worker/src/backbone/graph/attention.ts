@@ -115,8 +115,8 @@ function attend(q: Value, keys: Value, values: Value, bias: Value, s: CachedAtte
   // B·Hkv·G·T·(P+T) scores = size(q) / dh · (P+T)
   const scores = mul(div(unsqueeze(sizeOf(q), [0]), g.vector([s.headDim])), shapeOf(keys, 2, 3));
   const [context] = ifElse(g, greater(scores, g.vector([scoreBlock])), {
-    then: (b) => [blocked(b.outer(q), b.outer(keys), b.outer(values), b.outer(bias))],
-    else: (b) => [fullAttention(b.outer(q), b.outer(keys), b.outer(values), b.outer(bias))],
+    ifTrue: (b) => [blocked(b.outer(q), b.outer(keys), b.outer(values), b.outer(bias))],
+    ifFalse: (b) => [fullAttention(b.outer(q), b.outer(keys), b.outer(values), b.outer(bias))],
     shapes: [q.shape],
     name: 'LongPrompt',
   });

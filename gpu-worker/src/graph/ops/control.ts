@@ -79,15 +79,15 @@ export const IF: OpDef = {
 
 export interface IfSpec {
   /** The enclosing graph's values a branch reads are `b.outer(v)` inside it. */
-  then: (b: Graph) => Value[];
-  else: (b: Graph) => Value[];
+  ifTrue: (b: Graph) => Value[];
+  ifFalse: (b: Graph) => Value[];
   /** The outputs' shapes (symbolic where the branches differ); the then-branch's by default. */
   shapes?: readonly Shape[];
   name?: string;
 }
 
 /**
- * `cond` (a one-element bool) ? spec.then : spec.else, each built into a branch graph of its own.
+ * `cond` (a one-element bool) ? spec.ifTrue : spec.ifFalse, each built into a branch graph of its own.
  * No gradient: for inference graphs (one computation for a long prompt, another for one token).
  */
 export function ifElse(g: Graph, cond: Value, spec: IfSpec): Value[] {
@@ -104,8 +104,8 @@ export function ifElse(g: Graph, cond: Value, spec: IfSpec): Value[] {
     IF,
     [cond],
     {
-      then_branch: { subgraph: branch('then', spec.then) },
-      else_branch: { subgraph: branch('else', spec.else) },
+      then_branch: { subgraph: branch('then', spec.ifTrue) },
+      else_branch: { subgraph: branch('else', spec.ifFalse) },
     },
     { name, hints: spec.shapes ?? [] },
   );
