@@ -170,7 +170,7 @@ function blockInputs(q: Value, k: Value, v: Value, bias: Value, o: ChunkedAttent
     scans.push(blocks.split(typed, 'Bias')); // (B|1, 1, 1, n, c, S)
     source = { kind: 'rows', causal: o.causal, axes: [3, 0, 3] };
   } else if (o.causal) {
-    scans.push(blocks.starts); // (n)
+    scans.push(blocks.starts!); // (n)
     source = { kind: 'keys', bias: typed, causal: true, axes: [3, 0, 0] };
   } else source = { kind: 'keys', bias: typed, causal: false, axes: [3, 0] };
   return {
@@ -230,8 +230,8 @@ interface BlockPlan {
   split(x: Value, name: string): Value;
   /** (n) int64: how many keys block i reads. */
   ends: Value;
-  /** (n) int64, causal: the position of block i's first query. */
-  starts: Value;
+  /** (n) int64: the position of block i's first query (causal plans only). */
+  starts: Value | undefined;
   /** The symbolic shape of a stacked (B, Hkv, G, n, c, dh) scan output for q. */
   stackedShape(q: Value): (number | string)[];
   /** (B, Hkv, G, n, c, dh) back to like's (B, Hkv, G, T, dh). */
@@ -269,7 +269,7 @@ function blockPlan(q: Value, k: Value, scoreBlock: number, causal: boolean): Blo
   // Block i's first query sits at S - T + i·c.
   const starts = causal
     ? add(range(g.scalar(0, 'int64'), scalar(mul(n, c)), scalar(c), 'attn_blocks'), scalar(sub(keys, rows)))
-    : ends;
+    : undefined;
   return {
     ends,
     starts,
