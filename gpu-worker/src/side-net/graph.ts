@@ -1,4 +1,4 @@
-import { cachedAttention } from '../backbone/graph/attention.ts';
+import { cachedAttention, longOnlyBias } from '../backbone/graph/attention.ts';
 import {
   add,
   attentionBias,
@@ -80,8 +80,12 @@ export function sideForward(
     let x = linear(b0, p('down.0.weight'), p('down.0.bias'), { name: 'down.0' }); // (B, T, d_s)
     const { cos, sin } = rotaryTables(inp.positions, s.headDim, s.ropeTheta);
     const scoreBlock = inp.scoreBlock ?? DEFAULT_SCORE_BLOCK;
-    // Blocks on every call rebuild the causal rows inside each block: only the key bias is kept.
-    const bias = scoreBlock && !inp.longOnly ? keyBias(inp.mask) : attentionBias(b0, inp.mask); // (B, 1, 1, T|1, P+T)
+    // Blocks rebuild the causal rows inside each block from the key bias (see the backbone's).
+    const { bias, long } = !scoreBlock
+      ? { bias: attentionBias(b0, inp.mask), long: undefined }
+      : inp.longOnly
+        ? longOnlyBias(b0, inp.mask, s.heads, scoreBlock)
+        : { bias: keyBias(inp.mask), long: undefined }; // (B, 1, 1, T|1, P+T)
     const present: SideOutputs['present'] = { keys: [], values: [] };
     s.layers.forEach((t, j) => {
       x = g.scope(`layers.${j}`, () => {
@@ -102,6 +106,7 @@ export function sideForward(
               pastV: inp.past?.values[j],
               rotary: { kind: 'tables', cos, sin },
               bias,
+              long,
             },
             {
               heads: s.heads,

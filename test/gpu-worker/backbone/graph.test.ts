@@ -54,19 +54,20 @@ describe('the fp32 ONNX backbone matches an independent float64 reference', () =
 });
 
 describe('attention over blocks of query rows for a long prompt only', () => {
-  /** Kernel names of each run of a profiled session, in run order. */
-  function kernelsByRun(dir: string): string[][] {
+  interface Kernel {
+    cat: string;
+    name: string;
+    ts: number;
+    dur: number;
+    args?: { output_type_shape?: Record<string, number[]>[] };
+  }
+
+  /** The kernels of each run of a profiled session, in run order. */
+  function kernelsByRun(dir: string): Kernel[][] {
     const file = readdirSync(dir).find((f) => f.endsWith('.json'))!;
-    const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as {
-      cat: string;
-      name: string;
-      ts: number;
-      dur: number;
-    }[];
+    const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as Kernel[];
     const runs = events.filter((e) => e.name === 'model_run').sort((a, b) => a.ts - b.ts);
-    return runs.map((r) =>
-      events.filter((e) => e.cat === 'Node' && e.ts >= r.ts && e.ts <= r.ts + r.dur).map((e) => e.name),
-    );
+    return runs.map((r) => events.filter((e) => e.cat === 'Node' && e.ts >= r.ts && e.ts <= r.ts + r.dur));
   }
 
   it.each(Object.entries(VARIANTS))(
@@ -112,12 +113,20 @@ describe('attention over blocks of query rows for a long prompt only', () => {
           1e-4,
         );
         const [prefill, decode] = kernelsByRun(dir);
-        const blocks = (names: string[]) => names.filter((n) => n.includes('/LongPrompt/then/')).length;
-        const plain = (names: string[]) => names.filter((n) => n.includes('/LongPrompt/else/')).length;
+        const blocks = (ks: Kernel[]) => ks.filter((k) => k.name.includes('/LongPrompt/then/')).length;
+        const plain = (ks: Kernel[]) => ks.filter((k) => k.name.includes('/LongPrompt/else/')).length;
         expect(blocks(prefill!)).toBeGreaterThan(0);
         expect(plain(prefill!)).toBe(0);
         expect(blocks(decode!)).toBe(0);
         expect(plain(decode!)).toBeGreaterThan(0);
+        // Neither scores nor a bias of (T, T) rows ever exist at prefill: blocks of 2 rows only.
+        const square = prefill!.flatMap((k) =>
+          (k.args?.output_type_shape ?? [])
+            .map((o) => Object.values(o)[0]!)
+            .filter((dims) => dims.length >= 2 && dims.at(-1) === T && dims.at(-2) === T)
+            .map((dims) => `${k.name} [${dims.join(', ')}]`),
+        );
+        expect(square).toEqual([]);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }

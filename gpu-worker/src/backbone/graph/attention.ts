@@ -1,24 +1,26 @@
 import {
   add,
   applyRotary,
+  attentionBias,
   cast,
   chunkedAttention,
   concat,
-  div,
+  GraphError,
   greater,
   ifElse,
+  keyBias,
   matmul,
   mul,
   reshape,
   rmsNorm,
   scale,
   shapeOf,
-  sizeOf,
   softmax,
   transpose,
   unsqueeze,
   type Value,
 } from '../../graph/index.ts';
+import { RESHAPE } from '../../graph/ops/shape.ts';
 import { fusedRotary } from './fused.ts';
 
 export interface CachedAttentionInputs {
@@ -29,7 +31,9 @@ export interface CachedAttentionInputs {
   pastK?: Value | undefined; // (B, Hkv, P, dh)
   pastV?: Value | undefined; // (B, Hkv, P, dh)
   rotary: Rotary;
-  bias: Value; // (B, 1, 1, T, P+T) additive, from attentionBias
+  bias: Value; // (B, 1, 1, T, P+T) additive, from attentionBias (or keyBias / longOnlyBias)
+  /** With CachedAttentionShape.longOnly: longOnlyBias's choice, shared by every layer. */
+  long?: Value | undefined;
   /** Qwen3: RMSNorm over each head's dh before RoPE. */
   qNorm?: Value | undefined; // (dh)
   kNorm?: Value | undefined; // (dh)
@@ -95,7 +99,7 @@ export function cachedAttention(
   const qRot = scale(qRope, 1 / Math.sqrt(s.headDim), 'ScaleQ');
   const presentK = a.pastK ? concat([a.pastK, kRot], 2, 'PresentK') : kRot; // (B, Hkv, P+T, dh)
   const presentV = a.pastV ? concat([a.pastV, v], 2, 'PresentV') : v; // (B, Hkv, P+T, dh)
-  const context = attend(qRot, presentK, presentV, a.bias, s); // (B, Hkv, G, T, dh)
+  const context = attend(qRot, presentK, presentV, a, s); // (B, Hkv, G, T, dh)
   const merged = reshape(
     transpose(context, [0, 3, 1, 2, 4], 'TransposeContext'),
     [0, 0, s.heads * s.headDim],
@@ -105,22 +109,69 @@ export function cachedAttention(
 }
 
 /** Full, blocked, or (longOnly) blocked when the scores are many: see CachedAttentionShape. */
-function attend(q: Value, keys: Value, values: Value, bias: Value, s: CachedAttentionShape): Value {
+function attend(
+  q: Value,
+  keys: Value,
+  values: Value,
+  a: CachedAttentionInputs,
+  s: CachedAttentionShape,
+): Value {
   const { scoreBlock } = s;
-  if (!scoreBlock) return fullAttention(q, keys, values, bias);
+  if (!scoreBlock) return fullAttention(q, keys, values, a.bias);
   const blocked = (q: Value, k: Value, v: Value, b: Value) =>
     chunkedAttention(q, k, v, b, { scoreBlock, causal: true });
-  if (!s.longOnly) return blocked(q, keys, values, bias);
+  if (!s.longOnly) return blocked(q, keys, values, a.bias);
+  if (!a.long)
+    throw new GraphError(`${q.graph.path}: longOnly attention needs longOnlyBias's bias and choice`);
   const g = q.graph;
-  // B·Hkv·G·T·(P+T) scores = size(q) / dh · (P+T)
-  const scores = mul(div(unsqueeze(sizeOf(q), [0]), g.vector([s.headDim])), shapeOf(keys, 2, 3));
-  const [context] = ifElse(g, greater(scores, g.vector([scoreBlock])), {
-    ifTrue: (b) => [blocked(b.outer(q), b.outer(keys), b.outer(values), b.outer(bias))],
-    ifFalse: (b) => [fullAttention(b.outer(q), b.outer(keys), b.outer(values), b.outer(bias))],
+  const rows = [a.bias.shape[0]!, 1, 1, 1, a.bias.shape[4]!];
+  const [context] = ifElse(g, a.long, {
+    // longOnlyBias gave the key bias here: the blocks rebuild the causal rows
+    ifTrue: (b) => {
+      const keyRows = b.op(RESHAPE, [b.outer(a.bias), b.vector([0, 1, 1, 1, -1])], {}, { hints: [rows] });
+      return [blocked(b.outer(q), b.outer(keys), b.outer(values), keyRows)];
+    },
+    // and attentionBias's rows here: one per query
+    ifFalse: (b) => {
+      const bias = b.outer(a.bias);
+      const allRows = b.op(
+        RESHAPE,
+        [bias, shapeOf(bias)],
+        {},
+        { hints: [[...rows.slice(0, 3), q.shape[3]!, rows[4]!]] },
+      );
+      return [fullAttention(b.outer(q), b.outer(keys), b.outer(values), allRows)];
+    },
     shapes: [q.shape],
     name: 'LongPrompt',
   });
   return context!;
+}
+
+/**
+ * The bias for attention that takes blocks for long calls only (CachedAttentionShape.longOnly),
+ * and that choice: a call with more than scoreBlock scores per layer (B·heads·T·(P+T)) gets
+ * keyBias, from which the blocks rebuild the causal rows, so a long prompt never holds a
+ * (T, P+T) bias either; any other call (a decoding step) gets attentionBias's rows.
+ */
+export function longOnlyBias(
+  x: Value, // (B, T, ...)
+  mask: Value, // (B, P+T)
+  heads: number,
+  scoreBlock: number,
+): { bias: Value; long: Value } {
+  const g = x.graph;
+  return g.scope('attention_bias', () => {
+    const scores = mul(mul(shapeOf(x, 0, 1), shapeOf(x, 1, 2)), mul(shapeOf(mask, 1, 2), g.vector([heads])));
+    const long = greater(scores, g.vector([scoreBlock]));
+    const [bias] = ifElse(g, long, {
+      ifTrue: (b) => [keyBias(b.outer(mask))],
+      ifFalse: (b) => [attentionBias(b.outer(x), b.outer(mask))],
+      shapes: [[x.shape[0]!, 1, 1, 'bias_rows', mask.shape[1]!]],
+      name: 'Rows',
+    });
+    return { bias: bias!, long };
+  });
 }
 
 /** softmax(q k^T + bias) v in one piece: (B, Hkv, G, T, P+T) scores, kept for the backward. */

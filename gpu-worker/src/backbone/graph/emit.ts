@@ -16,7 +16,7 @@ import {
 import { addQuantizedWeights, quantizedEmbedding, quantizedLinear } from '../quant/graph.ts';
 import { quantizeLinear } from '../quant/quantize.ts';
 import { type BackboneConfig, HF_NAMES, type TensorSource } from '../types.ts';
-import { cachedAttention, type Rotary } from './attention.ts';
+import { cachedAttention, longOnlyBias, type Rotary } from './attention.ts';
 import { norms, rotaryCaches } from './fused.ts';
 import { ropeInverseFrequencies } from './rope.ts';
 import { transposeWeight, WeightPlacer } from './weights.ts';
@@ -221,8 +221,14 @@ export async function buildBackboneGraph(
   } else {
     rotary = { kind: 'tables', ...rotaryTables(positions, headDim, cfg.ropeTheta, { invFreq }) };
   }
-  // Blocks on every call rebuild the causal rows inside each block: only the key bias is kept.
-  const bias = o.scoreBlock && o.blocks === 'always' ? keyBias(mask) : attentionBias(x, mask); // (B, 1, 1, T|1, P+T)
+  // Blocks rebuild the causal rows inside each block from the key bias: no (T, P+T) bias for a
+  // pass over whole sequences, nor (longOnlyBias) for a long prompt.
+  const longOnly = o.scoreBlock > 0 && o.blocks === 'long';
+  const { bias, long } = !o.scoreBlock
+    ? { bias: attentionBias(x, mask), long: undefined }
+    : longOnly
+      ? longOnlyBias(x, mask, heads, o.scoreBlock)
+      : { bias: keyBias(mask), long: undefined }; // (B, 1, 1, T|1, P+T)
   const nrm = norms(o.fused, cfg.rmsNormEps);
 
   //   h = norm(b_0);  per layer: attn(h) ─ (x1, h2) = addNorm(b, attn) ─ mlp(h2) ─ (b', h) = addNorm(x1, mlp)
@@ -255,14 +261,14 @@ export async function buildBackboneGraph(
     const kNorm = cfg.qkNorm ? await vector(n.kNorm, `${path}.k_norm`) : undefined;
     const attn = g.scope(attnPath, () =>
       cachedAttention(
-        { q, k, v, pastK, pastV, rotary, bias, qNorm, kNorm },
+        { q, k, v, pastK, pastV, rotary, bias, long, qNorm, kNorm },
         {
           heads,
           kvHeads,
           headDim,
           eps: cfg.rmsNormEps,
           scoreBlock: o.scoreBlock,
-          longOnly: o.blocks === 'long',
+          longOnly,
         },
       ),
     );
