@@ -63,12 +63,17 @@ export function sideTrainSpec(s: SideNetShape, opts: SideTrainOptions = {}): Tra
  * The side network's decoding step with its own KV cache. Adapter weights are inputs, so every
  * adapter of one shape shares this one session: swapping adapters is feeding other tensors.
  */
-export function buildSideInferenceGraph(s: SideNetShape): Graph {
+export function buildSideInferenceGraph(s: SideNetShape, opts: SideDecodeOptions = {}): Graph {
   const g = new Graph({ name: 'side-net-step' });
   const params: Record<string, Value> = {};
   for (const p of sideNetParams(s)) params[p.name] = g.input(SIDE_IO.param(p.name), 'float32', p.shape);
-  sideDecodeStep(g, s, params);
+  sideDecodeStep(g, s, params, opts);
   return g;
+}
+
+export interface SideDecodeOptions {
+  /** Past this many scores a call attends in blocks (a long prompt); default DEFAULT_SCORE_BLOCK. */
+  scoreBlock?: number | undefined;
 }
 
 /**
@@ -76,7 +81,12 @@ export function buildSideInferenceGraph(s: SideNetShape): Graph {
  * per-row slices of a stack): backbone taps, side caches and the head in; the last position's
  * logits through ONE LM-head product for all rows, and the side caches out.
  */
-export function sideDecodeStep(g: Graph, s: SideNetShape, params: Record<string, Value>): void {
+export function sideDecodeStep(
+  g: Graph,
+  s: SideNetShape,
+  params: Record<string, Value>,
+  opts: SideDecodeOptions = {},
+): void {
   const taps = new Map(s.taps.map((t) => [t, g.input(SIDE_IO.tap(t), 'float32', ['batch', 'seq', s.d])]));
   const finalHidden = g.input(SIDE_IO.finalHidden, 'float32', ['batch', 'seq', s.d]);
   const head = g.input(SIDE_IO.lmHead, 'float32', [s.vocab, s.d]);
@@ -94,6 +104,7 @@ export function sideDecodeStep(g: Graph, s: SideNetShape, params: Record<string,
     mask,
     positions,
     past,
+    scoreBlock: opts.scoreBlock,
     longOnly: true,
   });
   const logits = g.scope('lm_head', () => matmul(lastPosition(out), head, { transB: true })); // (B, 1, V)

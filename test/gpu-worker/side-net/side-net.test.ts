@@ -140,16 +140,24 @@ describe('side networks', () => {
 });
 
 describe('generation with an adapter', () => {
-  async function stepperFor(weights: Record<string, Float32Array>, shape: ReturnType<typeof resolveSideNet>) {
+  /** scoreBlock: past it a call attends in blocks (default: only prompts far longer than these). */
+  async function stepperFor(
+    weights: Record<string, Float32Array>,
+    shape: ReturnType<typeof resolveSideNet>,
+    scoreBlock?: { backbone: number; side: number },
+  ) {
     const { BackboneStepper } = await import('../../../gpu-worker/src/backbone/generate/index.ts');
     const { AdapterStepper, adapterTensors } = await import('../../../gpu-worker/src/side-net/index.ts');
     const bbWeights = randomWeights(cfg, 21);
     const { graph } = await buildBackboneGraph(cfg, memorySource(bbWeights), {
       linear: { kind: 'fp32' },
       logits: 'last',
+      ...(scoreBlock ? { scoreBlock: scoreBlock.backbone } : {}),
     });
     const backbone = new BackboneStepper(await createSession(toModelBytes(graph)), cfg);
-    const side = await createSession(toModelBytes(buildSideInferenceGraph(shape)));
+    const side = await createSession(
+      toModelBytes(buildSideInferenceGraph(shape, { scoreBlock: scoreBlock?.side })),
+    );
     const head = f32(bbWeights.get(HF_NAMES.lmHead)!, [cfg.vocabSize, cfg.hiddenSize]);
     return {
       backbone,
@@ -173,7 +181,21 @@ describe('generation with an adapter', () => {
     const weights = initSideNet(shape, 3);
     const r = rng(8);
     weights['up.weight'] = weights['up.weight']!.map(() => (r() * 2 - 1) * 0.5);
-    const trained = await stepperFor(weights, shape);
+    await expectDecodeEqualsRecompute(await stepperFor(weights, shape));
+  });
+
+  it('a prompt past scoreBlock attends in blocks (backbone and side net), and decoding after it equals the recompute', async () => {
+    // Recomputes of 3+ tokens (backbone: 4 heads x 3 x 3 > 32 scores) and of 5+ (side net: 1 head
+    // x 5 x 5 > 16) take the blocks; decoding steps (4 x 1 x <= 6; 1 x 1 x <= 6) one softmax.
+    const shape = resolveSideNet(cfg, xladderPreset(cfg, 2, { reduction_factor: 4 }));
+    expect(shape.heads).toBe(1);
+    const weights = initSideNet(shape, 3);
+    const r = rng(8);
+    weights['up.weight'] = weights['up.weight']!.map(() => (r() * 2 - 1) * 0.5);
+    await expectDecodeEqualsRecompute(await stepperFor(weights, shape, { backbone: 32, side: 16 }));
+  });
+
+  async function expectDecodeEqualsRecompute(trained: Awaited<ReturnType<typeof stepperFor>>) {
     const seq = [4, 9, 13, 22, 40, 1];
     let out = await trained.adapter.step({
       ids: [seq.slice(0, 3)],
@@ -198,5 +220,5 @@ describe('generation with an adapter', () => {
         Math.max(...Array.from(out.lastLogits[0]!, (v, i) => Math.abs(v - want[i]!))) / scale,
       ).toBeLessThan(1e-5);
     }
-  });
+  }
 });
