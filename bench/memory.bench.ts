@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MALLOC_ENV } from '../gpu-worker/src/runtime/malloc.ts';
+import { MALLOC_ENV } from '../gpu-worker/src/runtime/memory.ts';
 import { writeTinyCheckpoint } from '../test/helpers/tiny-checkpoint.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));

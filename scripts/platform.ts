@@ -7,7 +7,7 @@ import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeTinyCheckpoint } from '../gpu-worker/src/backbone/dev/tiny-checkpoint.ts';
-import { MALLOC_ENV } from '../gpu-worker/src/runtime/malloc.ts';
+import { MALLOC_ENV } from '../gpu-worker/src/runtime/memory.ts';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name: string) => join(ROOT, 'node_modules', '.bin', name);

@@ -1,4 +1,4 @@
-export { collectGarbage, MALLOC_ENV } from './malloc.ts';
+export { collectGarbage, MALLOC_ENV } from './memory.ts';
 export {
   availableProviders,
   createSession,

@@ -1,6 +1,9 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
+// The memory housekeeping of a process that trains: glibc's malloc settings, and collecting the
+// buffers onnxruntime hands back.
+
 /**
  * glibc malloc settings for a process that runs training passes. A backbone pass allocates and
  * frees tens of MB per layer; glibc raises its mmap threshold after each large free (up to 32 MB),
