@@ -96,7 +96,7 @@ describe('Ladder end to end, through the public API only', () => {
     );
     expect(file.status).toBe(200);
 
-    const hyperparameters = { n_epochs: 60, learning_rate: 0.01, batch_tokens: 512, reduction_factor: 4 };
+    const hyperparameters = { n_epochs: 90, learning_rate: 0.01, batch_tokens: 512, reduction_factor: 4 };
     const jobs: Job[] = [];
     for (const [type, extra] of [
       ['lst', {}],
