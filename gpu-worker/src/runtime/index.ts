@@ -13,6 +13,7 @@ export {
 export {
   bool,
   checkShape,
+  f16,
   f32,
   f64,
   i32,
