@@ -20,7 +20,7 @@ import {
   xladderPreset,
 } from '../gpu-worker/src/side-net/index.ts';
 import { buildQloraTrainStep } from '../gpu-worker/src/side-net/qlora.ts';
-import { BackbonePass, halfTaps } from '../gpu-worker/src/side-net/trainer/index.ts';
+import { BackbonePass } from '../gpu-worker/src/side-net/trainer/index.ts';
 
 const arg = JSON.parse(process.argv[2]!) as {
   method: 'build-qlora' | 'lst' | 'xladder' | 'qlora';
@@ -98,7 +98,7 @@ if (arg.method === 'qlora') {
   // The trainer's own backbone pass: no KV cache, only the side net's taps fetched.
   const backbone = await BackbonePass.open(arg.ckpt, arg.cache, shape, {}, BACKBONE_SESSION);
   const head = f32(await backbone.lmHead(), [cfg.vocabSize, cfg.hiddenSize]); // as the trainer does
-  const { graph, layout } = buildTrainStep(sideTrainSpec(shape, { halfTaps: true })); // as the trainer
+  const { graph, layout } = buildTrainStep(sideTrainSpec(shape));
   const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, initSideNet(shape, 1), {
     session: SESSION,
   });
@@ -113,14 +113,11 @@ if (arg.method === 'qlora') {
     tokens: B * T,
     targets: labels.filter((l) => l !== -100).length,
   };
-  // As the trainer runs a micro-batch: the taps to float16 in a function of their own (the float32
-  // ones collected before the step), the step in another, its taps collected right after.
-  const inputs = async () => halfTaps(await backbone.run(batch)).inputs;
+  // As the trainer runs a micro-batch: in a function of its own, so the taps die with its frame,
+  // and collected right after.
   const step = async () => {
-    const taps = await inputs();
-    await collectGarbage();
     const feeds: Record<string, Tensor> = {
-      ...taps,
+      ...(await backbone.run(batch)),
       [SIDE_IO.lmHead]: head,
       [SIDE_IO.labels]: i64(labels, [B, T]),
       [SIDE_IO.mask]: i64(mask, [B, T]),

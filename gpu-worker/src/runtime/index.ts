@@ -13,7 +13,6 @@ export {
 export {
   bool,
   checkShape,
-  f16,
   f32,
   f64,
   i32,

@@ -93,12 +93,6 @@ export function tensor<T extends TensorType>(
   return new ort.Tensor(type as 'float32', typed as Float32Array, [...dims]);
 }
 
-/** A float16 tensor over its raw half bits (onnxruntime-node takes float16 data as a Uint16Array). */
-export function f16(bits: Uint16Array, dims: readonly number[], name?: string): ort.Tensor {
-  checkShape(dims, bits.length, name);
-  return new ort.Tensor('float16', bits, [...dims]);
-}
-
 /** A tensor of zeros. */
 export function zeros(type: TensorType, dims: readonly number[], name?: string): ort.Tensor {
   const n = dims.reduce((a, b) => a * b, 1);

@@ -5,7 +5,6 @@ import {
   DEFAULT_SCORE_BLOCK,
   dropout,
   type Graph,
-  halfInputLinear,
   keyBias,
   linear,
   mul,
@@ -76,15 +75,9 @@ export function sideForward(
     return dropout(x, s.config.dropout, site, { name });
   };
 
-  // A tap's down-projection; float16 taps (training) are widened in the product only.
-  const down = (b: Value, t: number) =>
-    (b.dtype === 'float16' ? halfInputLinear : linear)(b, p(`down.${t}.weight`), p(`down.${t}.bias`), {
-      name: `down.${t}`,
-    });
-
   return g.scope('side', () => {
     const b0 = tap(0);
-    let x = down(b0, 0); // (B, T, d_s)
+    let x = linear(b0, p('down.0.weight'), p('down.0.bias'), { name: 'down.0' }); // (B, T, d_s)
     const { cos, sin } = rotaryTables(inp.positions, s.headDim, s.ropeTheta);
     const scoreBlock = inp.scoreBlock ?? DEFAULT_SCORE_BLOCK;
     // Blocks rebuild the causal rows inside each block from the key bias (see the backbone's).
@@ -98,7 +91,7 @@ export function sideForward(
       x = g.scope(`layers.${j}`, () => {
         let h = x; // (B, T, d_s)
         if (t !== undefined) {
-          const lateral = down(tap(t), t);
+          const lateral = linear(tap(t), p(`down.${t}.weight`), p(`down.${t}.bias`), { name: `down.${t}` });
           const gate = sigmoid(p(`layers.${j}.gate`), 'Gate'); // (d_s) or (1)
           h = add(lateral, mul(gate, sub(x, lateral)), 'Ladder'); // g x + (1 - g) lateral
         }

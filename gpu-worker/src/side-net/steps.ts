@@ -25,11 +25,6 @@ export const SIDE_IO = {
 export interface SideTrainOptions {
   /** Tokens per chunk of the LM-head loss (default: about 32 MB of logits). */
   chunk?: number;
-  /**
-   * The taps come in as float16 (the final hidden state stays float32): half their memory for
-   * the whole step, and the down-projections widen them only inside the product.
-   */
-  halfTaps?: boolean;
   optim?: Partial<AdamWOptions>;
 }
 
@@ -42,11 +37,7 @@ export function sideTrainSpec(s: SideNetShape, opts: SideTrainOptions = {}): Tra
   return {
     params: sideNetParams(s).map(({ name, shape }) => ({ name, shape })),
     batch: [
-      ...s.taps.map((t) => ({
-        name: SIDE_IO.tap(t),
-        dtype: opts.halfTaps ? ('float16' as const) : ('float32' as const),
-        shape: [...seq, s.d],
-      })),
+      ...s.taps.map((t) => ({ name: SIDE_IO.tap(t), dtype: 'float32' as const, shape: [...seq, s.d] })),
       { name: SIDE_IO.finalHidden, dtype: 'float32', shape: [...seq, s.d] },
       { name: SIDE_IO.lmHead, dtype: 'float32', shape: [s.vocab, s.d] },
       { name: SIDE_IO.labels, dtype: 'int64', shape: [...seq] },

@@ -77,24 +77,6 @@ export function encodeHalf(src: Float32Array, dst: Uint16Array): number {
   return overflow;
 }
 
-/**
- * Encode `src` into `dst` (same length), finite values past fp16's range clamped to +-HALF_MAX
- * instead of becoming infinite; returns how many were clamped.
- */
-export function encodeHalfClamped(src: Float32Array, dst: Uint16Array): number {
-  if (dst.length !== src.length) throw new RangeError(`encodeHalf: ${src.length} values into ${dst.length}`);
-  let clamped = 0;
-  for (let i = 0; i < src.length; i++) {
-    let h = toHalfBits(src[i]!);
-    if ((h & 0x7fff) === 0x7c00 && Number.isFinite(src[i]!)) {
-      h = (h & 0x8000) | 0x7bff; // the largest finite half, with x's sign
-      clamped++;
-    }
-    dst[i] = h;
-  }
-  return clamped;
-}
-
 /** Decode `src` into `dst` (same length). */
 export function decodeHalf(src: Uint16Array, dst: Float32Array): void {
   if (dst.length !== src.length) throw new RangeError(`decodeHalf: ${src.length} values into ${dst.length}`);

@@ -5,14 +5,12 @@ import { type BackboneConfig, HF_NAMES } from '../../backbone/types.ts';
 import { DEFAULT_SCORE_BLOCK } from '../../graph/index.ts';
 import {
   createSession,
-  f16,
   f32,
   i64,
   type Session,
   type SessionOptions,
   type Tensor,
 } from '../../runtime/index.ts';
-import { encodeHalfClamped } from '../../util/half.ts';
 import type { SideNetShape } from '../config.ts';
 import type { Batch } from '../data/index.ts';
 import { SIDE_IO } from '../steps.ts';
@@ -107,29 +105,6 @@ export class BackbonePass {
   async dispose(): Promise<void> {
     await this.session.dispose();
   }
-}
-
-/**
- * A pass's outputs for a training step that takes float16 taps (SideTrainOptions.halfTaps): every
- * tap as float16, the final hidden state as it is. Finite values past fp16's range are clamped
- * to it; `clamped` counts them.
- */
-export function halfTaps(outputs: Readonly<Record<string, Tensor>>): {
-  inputs: Record<string, Tensor>;
-  clamped: number;
-} {
-  const inputs: Record<string, Tensor> = {};
-  let clamped = 0;
-  for (const [name, t] of Object.entries(outputs)) {
-    if (name === SIDE_IO.finalHidden) {
-      inputs[name] = t;
-      continue;
-    }
-    const bits = new Uint16Array(t.size);
-    clamped += encodeHalfClamped(t.data as Float32Array, bits);
-    inputs[name] = f16(bits, t.dims, name);
-  }
-  return { inputs, clamped };
 }
 
 /** The backbone's frozen LM head (V, d): `lm_head.weight`, or the embedding table when tied. */

@@ -1,18 +1,11 @@
-export {
-  decodeHalf,
-  encodeHalf,
-  encodeHalfClamped,
-  fromHalfBits,
-  HALF_MAX,
-  toHalfBits,
-} from '../../util/half.ts';
+export { decodeHalf, encodeHalf, fromHalfBits, HALF_MAX, toHalfBits } from '../../util/half.ts';
 export {
   ActivationCache,
   type ActivationCacheOptions,
   type ActivationCacheReport,
   activationBytes,
 } from './activation-cache.ts';
-export { type BackboneBuildChoice, BackbonePass, halfTaps, loadLmHead } from './backbone-pass.ts';
+export { type BackboneBuildChoice, BackbonePass, loadLmHead } from './backbone-pass.ts';
 export {
   CHECKPOINT_FORMAT,
   type CheckpointContents,

@@ -11,7 +11,7 @@ import { initSideNet, sideNetParams } from '../params.ts';
 import { prunedSideNetInit } from '../prune.ts';
 import { SIDE_IO, sideTrainSpec } from '../steps.ts';
 import { ActivationSource } from './activations.ts';
-import { BackbonePass, halfTaps } from './backbone-pass.ts';
+import { BackbonePass } from './backbone-pass.ts';
 import { decodeCheckpoint, encodeCheckpoint, type TrainerState } from './checkpoint.ts';
 import { type EvalContext, evaluateClassification, evaluateLoss, SideEvaluator } from './evaluate.ts';
 import {
@@ -27,16 +27,15 @@ import { type LrSchedule, learningRateAt, warmupSteps } from './schedule.ts';
 /** Random streams of the trainer (data/order.ts uses 1-3). */
 const STREAM = { init: 11, dropout: 12 } as const;
 
-/** Float16 taps of at least this many bytes are collected around their micro-batch (collectGarbage). */
-const COLLECT_AFTER_BYTES = 16 * 2 ** 20;
+/** Taps of at least this many bytes are collected right after their micro-batch (collectGarbage). */
+const COLLECT_AFTER_BYTES = 32 * 2 ** 20;
 
 /**
  * Train an LST / xLadder side network over a frozen backbone (DESIGN.md sections 1-2).
  *
  * Per update, for each of `microBatches` micro-batches: the backbone runs as plain inference on
  * the right-padded batch (or, after epoch 1, its activations come from the fp16 cache), and its
- * taps (in float16: SideTrainOptions.halfTaps) and final state go into the side net's training
- * step with the frozen LM head;
+ * taps and final state go as they are into the side net's training step with the frozen LM head;
  * the update is AdamW at the step's warmup + cosine rate. Checkpoints carry parameters, moments,
  * the step and the data cursor, so a resumed run continues the same loss sequence bit for bit.
  */
@@ -149,30 +148,20 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       savedAt = performance.now();
     };
 
-    // A batch's side-net inputs with the taps in float16 (halfTaps), in a function of its own so
-    // the float32 taps are garbage once it returns.
-    let clampedTaps = 0;
-    const sideInputs = async (lb: LoadedBatch) => {
-      const { inputs, clamped } = halfTaps(await source.forBatch(lb));
-      clampedTaps += clamped;
-      return inputs;
-    };
-
     // One micro-batch through the backbone and the side step, in a function of its own: the
-    // batch's taps (75 MB in float16 for 2k tokens of a d=1024, 16-layer backbone) then die with
-    // its frame. Held in the loop's suspended frame they stayed alive through the next batch's
-    // backbone pass. `big`: the taps were large enough that collecting them at once is worth a GC.
+    // batch's taps (150 MB for 2k tokens of a d=1024, 16-layer backbone) then die with its frame.
+    // Held in the loop's suspended frame they stayed alive through the next batch's backbone pass.
+    // `big`: the taps were large enough that collecting them at once is worth a GC.
     const runMicro = async (lb: LoadedBatch, t: number, micro: number, lr: number) => {
-      const taps = await sideInputs(lb);
-      const big =
-        Object.values(taps).reduce((n, x) => n + (x.data as ArrayBufferView).byteLength, 0) >=
-        COLLECT_AFTER_BYTES;
-      if (big) await collectGarbage(); // the float32 taps, before the step
+      const taps = await source.forBatch(lb);
       const feeds = { ...taps, ...batchFeeds(lb.batch, lmHead) };
       if (shape.config.dropout > 0) {
         const seed = mixSeed(hp.seed, STREAM.dropout, t, micro); // a pure function of (seed, step)
         feeds[SIDE_IO.dropoutSeed] = i64(BigInt64Array.of(BigInt(seed)), []);
       }
+      const big =
+        Object.values(taps).reduce((n, x) => n + (x.data as ArrayBufferView).byteLength, 0) >=
+        COLLECT_AFTER_BYTES;
       if (hp.microBatches === 1) return { ...(await runner.step(feeds, lr)), big };
       return { ...(await runner.accumulate(feeds)), gradNorm: Number.NaN, big };
     };
@@ -225,12 +214,6 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       if (due) await save();
     }
     await save(); // the finished state: a crash before publishing resumes straight to the end
-    if (clampedTaps > 0) {
-      notes.push(
-        `${clampedTaps} backbone activations past fp16's range (65504) were clamped to it in the taps ` +
-          'the side network trained on',
-      );
-    }
 
     // Evaluation with the final parameters.
     let finalEvalLoss: number | null = null;
@@ -309,7 +292,6 @@ function trainModels(shape: SideNetShape, hp: TrainHyperparameters): TrainModels
   );
   const spec = sideTrainSpec(shape, {
     chunk: hp.lossChunk,
-    halfTaps: true,
     // Decay weight matrices only: norms, gates and biases are vectors.
     optim: { weightDecay: hp.weightDecay, maxGradNorm: hp.maxGradNorm, decay: (name) => matrices.has(name) },
   });
