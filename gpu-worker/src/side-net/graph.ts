@@ -1,11 +1,9 @@
-import { cachedAttention, longOnlyBias } from '../backbone/graph/attention.ts';
+import { cachedAttention, forwardBias } from '../backbone/graph/attention.ts';
 import {
   add,
-  attentionBias,
   DEFAULT_SCORE_BLOCK,
   dropout,
   type Graph,
-  keyBias,
   linear,
   mul,
   rmsNorm,
@@ -80,12 +78,7 @@ export function sideForward(
     let x = linear(b0, p('down.0.weight'), p('down.0.bias'), { name: 'down.0' }); // (B, T, d_s)
     const { cos, sin } = rotaryTables(inp.positions, s.headDim, s.ropeTheta);
     const scoreBlock = inp.scoreBlock ?? DEFAULT_SCORE_BLOCK;
-    // Blocks rebuild the causal rows inside each block from the key bias (see the backbone's).
-    const { bias, long } = !scoreBlock
-      ? { bias: attentionBias(b0, inp.mask), long: undefined }
-      : inp.longOnly
-        ? longOnlyBias(b0, inp.mask, s.heads, scoreBlock)
-        : { bias: keyBias(inp.mask), long: undefined }; // (B, 1, 1, T|1, P+T)
+    const { bias, long } = forwardBias(b0, inp.mask, { heads: s.heads, scoreBlock, longOnly: inp.longOnly }); // (B, 1, 1, T|1, P+T)
     const present: SideOutputs['present'] = { keys: [], values: [] };
     s.layers.forEach((t, j) => {
       x = g.scope(`layers.${j}`, () => {

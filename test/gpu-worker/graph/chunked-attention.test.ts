@@ -68,82 +68,65 @@ function reference(c: Case, q: number[], k: number[], v: number[], bias: number[
   return out;
 }
 
+/** One block, several blocks with padding rows, one row a block, a decoding step, a prefill after a cache. */
+const CASES: { c: Case; block: number }[] = [
+  { c: { B: 2, Hkv: 2, G: 2, T: 7, S: 7, dh: 4 }, block: 10_000 }, // one block
+  { c: { B: 2, Hkv: 2, G: 2, T: 7, S: 7, dh: 4 }, block: 2 * 2 * 2 * 7 * 3 }, // 3 rows a block: 3 blocks, 2 pad rows
+  { c: { B: 2, Hkv: 1, G: 3, T: 33, S: 33, dh: 8 }, block: 1 }, // one row a block
+  { c: { B: 2, Hkv: 2, G: 2, T: 1, S: 9, dh: 4 }, block: 1 }, // decoding: one query, a cache of 8
+  { c: { B: 1, Hkv: 2, G: 1, T: 5, S: 12, dh: 4 }, block: 2 * 2 * 12 }, // prefill after a cache of 7
+];
+
+/**
+ * Every case, causal and not, through chunkedAttention over symbolic dims (the block plan is
+ * computed at run time), against the plain reference with `reference bias` rows.
+ */
+async function expectReference(
+  biasInput: { rows: 'seq' | 1; data: (c: Case) => number[] },
+  referenceBias: (c: Case, causal: boolean) => number[],
+  seed: number,
+): Promise<void> {
+  for (const [{ c, block }, causal] of CASES.flatMap((x) => [[x, false] as const, [x, true] as const])) {
+    const { B, Hkv, G, T, S, dh } = c;
+    const g = new Graph({ name: 'chunked_attention' });
+    const q = g.input('q', 'float32', ['batch', Hkv, G, 'seq', dh]);
+    const k = g.input('k', 'float32', ['batch', Hkv, 'total', dh]);
+    const v = g.input('v', 'float32', ['batch', Hkv, 'total', dh]);
+    const bias = g.input('bias', 'float32', ['batch', 1, 1, biasInput.rows, 'total']);
+    g.output(chunkedAttention(q, k, v, bias, { scoreBlock: block, causal }), 'out');
+    const session = await createSession(toModelBytes(g));
+    const data = {
+      q: randoms(B * Hkv * G * T * dh, seed),
+      k: randoms(B * Hkv * S * dh, seed + 1),
+      v: randoms(B * Hkv * S * dh, seed + 2),
+    };
+    const { out } = await session.run({
+      q: f32(data.q, [B, Hkv, G, T, dh]),
+      k: f32(data.k, [B, Hkv, S, dh]),
+      v: f32(data.v, [B, Hkv, S, dh]),
+      bias: f32(biasInput.data(c), [B, 1, 1, biasInput.rows === 1 ? 1 : T, S]),
+    });
+    await session.dispose();
+    expect(out!.dims, JSON.stringify(c)).toEqual([B, Hkv, G, T, dh]);
+    const want = reference(c, data.q, data.k, data.v, referenceBias(c, causal));
+    const got = out!.data as Float32Array;
+    const worst = want.reduce((m, w, i) => Math.max(m, Math.abs(got[i]! - w)), 0);
+    expect(worst, `${JSON.stringify(c)} block ${block} causal ${causal}`).toBeLessThan(1e-5);
+  }
+}
+
 describe('chunkedAttention', () => {
   it('equals plain softmax attention for one block, several blocks with padding rows, and a decoding step; causal blocks read only their keys', async () => {
-    const cases: { c: Case; block: number }[] = [
-      { c: { B: 2, Hkv: 2, G: 2, T: 7, S: 7, dh: 4 }, block: 10_000 }, // one block
-      { c: { B: 2, Hkv: 2, G: 2, T: 7, S: 7, dh: 4 }, block: 2 * 2 * 2 * 7 * 3 }, // 3 rows a block: 3 blocks, 2 pad rows
-      { c: { B: 2, Hkv: 1, G: 3, T: 33, S: 33, dh: 8 }, block: 1 }, // one row a block
-      { c: { B: 2, Hkv: 2, G: 2, T: 1, S: 9, dh: 4 }, block: 1 }, // decoding: one query, a cache of 8
-      { c: { B: 1, Hkv: 2, G: 1, T: 5, S: 12, dh: 4 }, block: 2 * 2 * 12 }, // prefill after a cache of 7
-    ];
-    for (const [{ c, block }, causal] of cases.flatMap((x) => [[x, false] as const, [x, true] as const])) {
-      const { B, Hkv, G, T, S, dh } = c;
-      const g = new Graph({ name: 'chunked_attention' });
-      // Symbolic dims: the block plan is computed at run time.
-      const q = g.input('q', 'float32', ['batch', Hkv, G, 'seq', dh]);
-      const k = g.input('k', 'float32', ['batch', Hkv, 'total', dh]);
-      const v = g.input('v', 'float32', ['batch', Hkv, 'total', dh]);
-      const bias = g.input('bias', 'float32', ['batch', 1, 1, 'seq', 'total']);
-      g.output(chunkedAttention(q, k, v, bias, { scoreBlock: block, causal }), 'out');
-      const session = await createSession(toModelBytes(g));
-      const data = {
-        q: randoms(B * Hkv * G * T * dh, 1),
-        k: randoms(B * Hkv * S * dh, 2),
-        v: randoms(B * Hkv * S * dh, 3),
-        bias: biasFor(c),
-      };
-      const { out } = await session.run({
-        q: f32(data.q, [B, Hkv, G, T, dh]),
-        k: f32(data.k, [B, Hkv, S, dh]),
-        v: f32(data.v, [B, Hkv, S, dh]),
-        bias: f32(data.bias, [B, 1, 1, T, S]),
-      });
-      await session.dispose();
-      expect(out!.dims, JSON.stringify(c)).toEqual([B, Hkv, G, T, dh]);
-      const want = reference(c, data.q, data.k, data.v, data.bias);
-      const got = out!.data as Float32Array;
-      const worst = want.reduce((m, w, i) => Math.max(m, Math.abs(got[i]! - w)), 0);
-      expect(worst, `${JSON.stringify(c)} block ${block} causal ${causal}`).toBeLessThan(1e-5);
-    }
+    await expectReference({ rows: 'seq', data: biasFor }, (c) => biasFor(c), 1);
   });
 
   it('takes a key bias in place of the (T, S) one: causal rows rebuilt in each block, or the keys on every row', async () => {
-    const cases: { c: Case; block: number }[] = [
-      { c: { B: 2, Hkv: 2, G: 2, T: 7, S: 7, dh: 4 }, block: 10_000 },
-      { c: { B: 2, Hkv: 2, G: 2, T: 7, S: 7, dh: 4 }, block: 2 * 2 * 2 * 7 * 3 }, // 3 blocks, 2 pad rows
-      { c: { B: 2, Hkv: 1, G: 3, T: 33, S: 33, dh: 8 }, block: 1 }, // one row a block
-      { c: { B: 2, Hkv: 2, G: 2, T: 1, S: 9, dh: 4 }, block: 1 }, // decoding after a cache of 8
-      { c: { B: 1, Hkv: 2, G: 1, T: 5, S: 12, dh: 4 }, block: 2 * 2 * 12 }, // prefill after a cache of 7
-    ];
-    for (const [{ c, block }, causal] of cases.flatMap((x) => [[x, false] as const, [x, true] as const])) {
-      const { B, Hkv, G, T, S, dh } = c;
-      const g = new Graph({ name: 'chunked_attention' });
-      const q = g.input('q', 'float32', ['batch', Hkv, G, 'seq', dh]);
-      const k = g.input('k', 'float32', ['batch', Hkv, 'total', dh]);
-      const v = g.input('v', 'float32', ['batch', Hkv, 'total', dh]);
-      const bias = g.input('bias', 'float32', ['batch', 1, 1, 1, 'total']);
-      g.output(chunkedAttention(q, k, v, bias, { scoreBlock: block, causal }), 'out');
-      const session = await createSession(toModelBytes(g));
-      const data = {
-        q: randoms(B * Hkv * G * T * dh, 4),
-        k: randoms(B * Hkv * S * dh, 5),
-        v: randoms(B * Hkv * S * dh, 6),
-      };
-      const keys = keyBiasFor(c);
-      const { out } = await session.run({
-        q: f32(data.q, [B, Hkv, G, T, dh]),
-        k: f32(data.k, [B, Hkv, S, dh]),
-        v: f32(data.v, [B, Hkv, S, dh]),
-        bias: f32(keys, [B, 1, 1, 1, S]),
-      });
-      await session.dispose();
-      // causal: exactly attentionBias's rows (a padding key stays readable by its own query)
-      const want = reference(c, data.q, data.k, data.v, causal ? biasFor(c) : everyRow(c, keys));
-      const got = out!.data as Float32Array;
-      const worst = want.reduce((m, w, i) => Math.max(m, Math.abs(got[i]! - w)), 0);
-      expect(worst, `${JSON.stringify(c)} block ${block} causal ${causal}`).toBeLessThan(1e-5);
-    }
+    // causal: exactly attentionBias's rows (a padding key stays readable by its own query)
+    await expectReference(
+      { rows: 1, data: keyBiasFor },
+      (c, causal) => (causal ? biasFor(c) : everyRow(c, keyBiasFor(c))),
+      4,
+    );
   });
 
   it('its gradients with respect to q, k and v match finite differences across blocks and padding rows (float64)', async () => {
@@ -151,25 +134,23 @@ describe('chunkedAttention', () => {
     const { B, Hkv, G, T, S, dh } = c;
     // 2 query rows per block: blocks of rows {0,1}, {2,3}, {4 + one padding row}.
     const block = B * Hkv * G * S * 2;
+    // The (T, S) bias, and the key bias whose causal rows are rebuilt in each block.
+    const biases = [
+      { shape: [B, 1, 1, T, S], data: biasFor(c) },
+      { shape: [B, 1, 1, 1, S], data: keyBiasFor(c) },
+    ];
     for (const causal of [false, true]) {
-      await gradcheck(
-        (q, k, v, bias) => chunkedAttention(q, k, v, bias, { scoreBlock: block, causal }),
-        [
-          { name: 'q', shape: [B, Hkv, G, T, dh] },
-          { name: 'k', shape: [B, Hkv, S, dh] },
-          { name: 'v', shape: [B, Hkv, S, dh] },
-          { name: 'bias', shape: [B, 1, 1, T, S], data: biasFor(c), diff: false },
-        ],
-      );
-      await gradcheck(
-        (q, k, v, bias) => chunkedAttention(q, k, v, bias, { scoreBlock: block, causal }),
-        [
-          { name: 'q', shape: [B, Hkv, G, T, dh] },
-          { name: 'k', shape: [B, Hkv, S, dh] },
-          { name: 'v', shape: [B, Hkv, S, dh] },
-          { name: 'bias', shape: [B, 1, 1, 1, S], data: keyBiasFor(c), diff: false },
-        ],
-      );
+      for (const bias of biases) {
+        await gradcheck(
+          (q, k, v, b) => chunkedAttention(q, k, v, b, { scoreBlock: block, causal }),
+          [
+            { name: 'q', shape: [B, Hkv, G, T, dh] },
+            { name: 'k', shape: [B, Hkv, S, dh] },
+            { name: 'v', shape: [B, Hkv, S, dh] },
+            { name: 'bias', ...bias, diff: false },
+          ],
+        );
+      }
     }
   });
 

@@ -149,12 +149,27 @@ function attend(
 }
 
 /**
+ * The bias every layer of a forward shares, and (longOnly) the choice its Ifs share: attentionBias's
+ * (T, P+T) rows for one softmax (scoreBlock 0); keyBias when blocks are always taken (they rebuild
+ * the causal rows); longOnlyBias when only long calls take them.
+ */
+export function forwardBias(
+  x: Value, // (B, T, ...)
+  mask: Value, // (B, P+T)
+  s: Pick<CachedAttentionShape, 'heads' | 'scoreBlock' | 'longOnly'>,
+): { bias: Value; long?: Value | undefined } {
+  if (!s.scoreBlock) return { bias: attentionBias(x, mask) };
+  if (s.longOnly) return longOnlyBias(x, mask, s.heads, s.scoreBlock);
+  return { bias: keyBias(mask) };
+}
+
+/**
  * The bias for attention that takes blocks for long calls only (CachedAttentionShape.longOnly),
  * and that choice: a call with more than scoreBlock scores per layer (B·heads·T·(P+T)) gets
  * keyBias, from which the blocks rebuild the causal rows, so a long prompt never holds a
  * (T, P+T) bias either; any other call (a decoding step) gets attentionBias's rows.
  */
-export function longOnlyBias(
+function longOnlyBias(
   x: Value, // (B, T, ...)
   mask: Value, // (B, P+T)
   heads: number,

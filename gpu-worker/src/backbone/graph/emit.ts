@@ -1,11 +1,9 @@
 import {
   add,
-  attentionBias,
   DEFAULT_SCORE_BLOCK,
   type ExternalDataWriter,
   Graph,
   gather,
-  keyBias,
   matmul,
   rotaryTables,
   shapeOf,
@@ -16,7 +14,7 @@ import {
 import { addQuantizedWeights, quantizedEmbedding, quantizedLinear } from '../quant/graph.ts';
 import { quantizeLinear } from '../quant/quantize.ts';
 import { type BackboneConfig, HF_NAMES, type TensorSource } from '../types.ts';
-import { cachedAttention, longOnlyBias, type Rotary } from './attention.ts';
+import { cachedAttention, forwardBias, type Rotary } from './attention.ts';
 import { norms, rotaryCaches } from './fused.ts';
 import { ropeInverseFrequencies } from './rope.ts';
 import { transposeWeight, WeightPlacer } from './weights.ts';
@@ -221,14 +219,8 @@ export async function buildBackboneGraph(
   } else {
     rotary = { kind: 'tables', ...rotaryTables(positions, headDim, cfg.ropeTheta, { invFreq }) };
   }
-  // Blocks rebuild the causal rows inside each block from the key bias: no (T, P+T) bias for a
-  // pass over whole sequences, nor (longOnlyBias) for a long prompt.
   const longOnly = o.scoreBlock > 0 && o.blocks === 'long';
-  const { bias, long } = !o.scoreBlock
-    ? { bias: attentionBias(x, mask), long: undefined }
-    : longOnly
-      ? longOnlyBias(x, mask, heads, o.scoreBlock)
-      : { bias: keyBias(mask), long: undefined }; // (B, 1, 1, T|1, P+T)
+  const { bias, long } = forwardBias(x, mask, { heads, scoreBlock: o.scoreBlock, longOnly }); // (B, 1, 1, T|1, P+T)
   const nrm = norms(o.fused, cfg.rmsNormEps);
 
   //   h = norm(b_0);  per layer: attn(h) ─ (x1, h2) = addNorm(b, attn) ─ mlp(h2) ─ (b', h) = addNorm(x1, mlp)

@@ -80,7 +80,7 @@ export function chunkedAttention(
       body: forward,
       states: [],
       scans,
-      inputAxes: source.axes,
+      inputAxes: [3, 0, ...source.axes],
       outputAxes: [3],
       outShapes: [blocks.stackedShape(q)],
       name: 'Blocks',
@@ -142,7 +142,7 @@ function chunkedAttentionGrad(
     body: backward,
     states: [zeros(keys), zeros(values)],
     scans,
-    inputAxes: [3, 0, 3, 3, ...source.axes.slice(2)],
+    inputAxes: [3, 0, 3, 3, ...source.axes],
     outputAxes: [3],
     outShapes: [blocks.stackedShape(q)],
     name: 'GradBlocks',
@@ -153,11 +153,12 @@ function chunkedAttentionGrad(
 /**
  * Where a block's bias comes from: its rows of a (T, S) bias, scanned with it; or a key bias
  * (B|1, 1, 1, 1, S) read whole, with attentionBias's causal rows rebuilt in the block from its
- * first query's position (scanned) when causal. `axes`: the Scan input axes of q, ends and that.
+ * first query's position (scanned) when causal. `axes`: the Scan input axis of what it scans
+ * after q's blocks and the key counts (none for a key bias without causal rows).
  */
 type BiasSource =
-  | { kind: 'rows'; causal: boolean; axes: number[] }
-  | { kind: 'keys'; bias: Value; causal: boolean; axes: number[] };
+  | { kind: 'rows'; causal: boolean; axes: [number] }
+  | { kind: 'keys'; bias: Value; causal: boolean; axes: [number] | [] };
 
 /** What both passes scan over: q in blocks of rows, each block's key count, and its bias source. */
 function blockInputs(q: Value, k: Value, v: Value, bias: Value, o: ChunkedAttentionOptions) {
@@ -168,11 +169,11 @@ function blockInputs(q: Value, k: Value, v: Value, bias: Value, o: ChunkedAttent
   let source: BiasSource;
   if (!keysOnly) {
     scans.push(blocks.split(typed, 'Bias')); // (B|1, 1, 1, n, c, S)
-    source = { kind: 'rows', causal: o.causal, axes: [3, 0, 3] };
+    source = { kind: 'rows', causal: o.causal, axes: [3] };
   } else if (o.causal) {
     scans.push(blocks.starts!); // (n)
-    source = { kind: 'keys', bias: typed, causal: true, axes: [3, 0, 0] };
-  } else source = { kind: 'keys', bias: typed, causal: false, axes: [3, 0] };
+    source = { kind: 'keys', bias: typed, causal: true, axes: [0] };
+  } else source = { kind: 'keys', bias: typed, causal: false, axes: [] };
   return {
     keys: unsqueeze(k, [2]), // (B, Hkv, 1, S, dh)
     values: unsqueeze(v, [2]), // (B, Hkv, 1, S, dh)

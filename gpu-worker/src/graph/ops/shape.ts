@@ -34,7 +34,6 @@ export function shapeOf(x: Value, start?: number, end?: number): Value {
   return x.graph.op(SHAPE, [x], attrs);
 }
 
-/** Number of elements of x as an int64 scalar at run time. */
 /**
  * Dim a of x as an int64 (1) tensor, without reading x where possible: a static dim is a constant,
  * a symbolic one is read off a graph input declaring the same symbol. A backward that needs only
@@ -71,6 +70,7 @@ export function runtimeShape(x: Value): Value {
 
 export const SIZE: OpDef = { type: 'Size', infer: () => [{ dtype: 'int64', shape: [] }] };
 
+/** Number of elements of x as an int64 scalar at run time. */
 export function sizeOf(x: Value): Value {
   return x.graph.op(SIZE, [x]);
 }
