@@ -2,7 +2,7 @@ import { type Graph, GraphError, isFloat, type Node, type OpDef, Value } from '.
 import { dimEq, shapeEq, shapeStr } from './dims.ts';
 import { add } from './ops/arith.ts';
 import { reduceSum } from './ops/reduce.ts';
-import { expandAs, reshapeAs } from './ops/shape.ts';
+import { expandAs, RESHAPE, reshapeAs, SHAPE } from './ops/shape.ts';
 
 /**
  * Reverse-mode autodiff over a builder graph: the cross-cutting rules live here, each op's own
@@ -57,9 +57,51 @@ export function zerosLike(x: Value): Value {
 }
 
 export function grad(loss: Value, wrt: readonly Value[]): Value[] {
-  const g = loss.graph;
   if (loss.shape.length !== 0) throw new GraphError(`grad: loss ${loss} must be a scalar (shape [])`);
   if (!isFloat(loss.dtype)) throw new GraphError(`grad: loss ${loss} is not floating point`);
+  return backward(loss, loss.graph.scalar(1, loss.dtype), wrt);
+}
+
+/**
+ * fn(x), differentiated by running fn again in the backward (activation checkpointing,
+ * https://arxiv.org/abs/1604.06174): the step keeps x for the backward, not what fn computes from
+ * it. Worth it where fn is cheap against what it keeps (a narrow side-net block keeps ~20 tensors
+ * of its own width per token). Every float value fn reads besides x (its weights, rotary tables)
+ * gets its gradient through the recomputation, so fn may close over them; fn must build the same
+ * computation when called again.
+ *
+ * The recomputation starts from x reshaped to the shape of y's incoming gradient (y has x's
+ * shape), read at run time: that data dependency keeps onnxruntime from merging it back into the
+ * forward (common subexpression elimination) and from running it before the backward gets there.
+ */
+export function recompute(x: Value, fn: (x: Value) => Value): Value {
+  const g = x.graph;
+  const first = g.nodes.length;
+  const y = fn(x);
+  if (!shapeEq(x.shape, y.shape) || x.dtype !== y.dtype) {
+    throw new GraphError(`recompute: ${y} must have the shape and dtype of its input ${x}`);
+  }
+  const made = new Set(g.nodes.slice(first).flatMap((n) => n.outputs));
+  const read = new Set(g.nodes.slice(first).flatMap((n) => n.inputs));
+  const captured = [...read].filter((v) => v !== x && !made.has(v) && isFloat(v.dtype));
+  const op: OpDef = {
+    type: 'Identity',
+    onnxInputs: 1,
+    infer: ([v]) => [{ dtype: v!.dtype, shape: v!.shape }],
+    vjp: ({ grads: [gy], inputs: [, x2, ...captured2], needs }) => {
+      const tied = g.op(RESHAPE, [x2!, g.op(SHAPE, [gy!])], {}, { name: 'AfterGrad', hints: [x.shape] });
+      const wanted = captured2.filter((_, i) => needs[i + 2]);
+      const [dx, ...dWanted] = backward(fn(tied), gy!, [tied, ...wanted]);
+      const byValue = new Map(wanted.map((v, i) => [v, dWanted[i]!]));
+      return [undefined, needs[1] ? dx : undefined, ...captured2.map((v) => byValue.get(v!))];
+    },
+  };
+  return g.op(op, [stopGradient(y), x, ...captured], {}, { name: 'Recompute' });
+}
+
+/** Gradients of `wrt` given `y`'s gradient `gy`: the sweep under grad and recompute. */
+function backward(y: Value, gy: Value, wrt: readonly Value[]): Value[] {
+  const g = y.graph;
   for (const w of wrt) {
     if (w.graph !== g) throw new GraphError(`grad: unknown input ${w} (it belongs to another graph)`);
     if (!isFloat(w.dtype)) throw new GraphError(`grad: cannot differentiate with respect to ${w}`);
@@ -72,8 +114,8 @@ export function grad(loss: Value, wrt: readonly Value[]): Value[] {
     if (node.inputs.some((v) => depends.has(v)))
       for (const o of node.outputs) if (isFloat(o.dtype)) depends.add(o);
   }
-  // 2. of those, the ones on a path to the loss
-  const reaches = new Set<Value>([loss]);
+  // 2. of those, the ones on a path to y
+  const reaches = new Set<Value>([y]);
   const live: Node[] = [];
   for (let i = g.nodes.length - 1; i >= 0; i--) {
     const node = g.nodes[i]!;
@@ -83,11 +125,12 @@ export function grad(loss: Value, wrt: readonly Value[]): Value[] {
   }
 
   // 3. reverse sweep (live is already in reverse construction order)
-  const grads = new Map<Value, Value>([[loss, g.scalar(1, loss.dtype)]]);
+  const grads = new Map<Value, Value>([[y, gy]]);
   for (const node of live) {
     const outGrads = node.outputs.map((o) => grads.get(o));
     if (outGrads.every((x) => x === undefined)) continue;
     const needs = node.inputs.map((v) => depends.has(v) && reaches.has(v) && isFloat(v.dtype));
+    if (!needs.some(Boolean)) continue; // a wrt value's own producer: nothing to pass back
     const inGrads = atPath(g, `/grad${node.name}`, () =>
       node.op.vjp!({
         node,

@@ -1,4 +1,4 @@
-export { customGrad, grad, STOP_GRADIENT, stopGradient, zerosLike } from './autodiff.ts';
+export { customGrad, grad, recompute, STOP_GRADIENT, stopGradient, zerosLike } from './autodiff.ts';
 export {
   type Attrs,
   type DType,

@@ -30,13 +30,14 @@ function subgraphProto(graph: Graph) {
 }
 
 function modelParts(graph: Graph, initializers: TensorProto[]) {
+  const { nodes, used } = liveNodes(graph);
   return {
     name: graph.options.name,
     opsets: graph.options.opsets,
-    nodes: graph.nodes.map((n) =>
+    nodes: nodes.map((n) =>
       node(
         n.op.type,
-        n.inputs.slice(0, n.op.onnxInputs ?? n.inputs.length).map((v) => v.name),
+        onnxInputs(n).map((v) => v.name),
         n.outputs.map((v) => v.name),
         onnxAttrs(n.attrs),
         { name: n.name, domain: n.op.domain ?? '' },
@@ -44,8 +45,46 @@ function modelParts(graph: Graph, initializers: TensorProto[]) {
     ),
     inputs: graph.inputs.map((v) => valueInfo(v.name, v.dtype, v.shape)),
     outputs: graph.outputs.map((v) => valueInfo(v.name, v.dtype, v.shape)),
-    initializers,
+    initializers: initializers.filter((t) => used.has(t.name)),
   };
+}
+
+/** The inputs a node has in ONNX (autodiff's bookkeeping inputs of customGrad nodes are not). */
+function onnxInputs(n: Graph['nodes'][number]): Graph['nodes'][number]['inputs'] {
+  return n.inputs.slice(0, n.op.onnxInputs ?? n.inputs.length);
+}
+
+/**
+ * The nodes some graph output depends on, in order. Others are dropped rather than left to run:
+ * onnxruntime executes every node, and an unused one holds its inputs to the end of the run (a
+ * recomputed block's last product is never read; its input would outlive the block's backward).
+ * A node with a body keeps whatever the body reads from the enclosing graph. Initializers no kept
+ * node reads are left out with them.
+ */
+function liveNodes(graph: Graph): { nodes: Graph['nodes']; used: Set<string> } {
+  const used = new Set<string>(graph.outputs.map((v) => v.name));
+  const live: boolean[] = new Array(graph.nodes.length).fill(false);
+  for (let i = graph.nodes.length - 1; i >= 0; i--) {
+    const n = graph.nodes[i]!;
+    if (!n.outputs.some((v) => used.has(v.name))) continue;
+    live[i] = true;
+    for (const v of onnxInputs(n)) used.add(v.name);
+    for (const a of Object.values(n.attrs)) {
+      if (a && typeof a === 'object' && 'subgraph' in a)
+        for (const name of namesRead(a.subgraph)) used.add(name);
+    }
+  }
+  return { nodes: graph.nodes.filter((_, i) => live[i]), used };
+}
+
+/** Every value name a body's nodes (and their bodies) read. */
+function namesRead(graph: Graph): string[] {
+  return graph.nodes.flatMap((n) => [
+    ...onnxInputs(n).map((v) => v.name),
+    ...Object.values(n.attrs).flatMap((a) =>
+      a && typeof a === 'object' && 'subgraph' in a ? namesRead(a.subgraph) : [],
+    ),
+  ]);
 }
 
 function inline(init: Initializer): TensorProto {

@@ -6,6 +6,7 @@ import {
   type Graph,
   linear,
   mul,
+  recompute,
   rmsNorm,
   rotaryTables,
   sigmoid,
@@ -31,6 +32,11 @@ export interface SideInputs {
   scoreBlock?: number | undefined;
   /** Blocks only for calls with more scores than scoreBlock (decoding: see CachedAttentionShape.longOnly). */
   longOnly?: boolean | undefined;
+  /**
+   * Training: each side block's backward runs the block again from its input instead of keeping
+   * its activations (`recompute`). Not with a past (decoding keeps its cache).
+   */
+  recompute?: boolean | undefined;
 }
 
 export interface SideOutputs {
@@ -65,11 +71,11 @@ export function sideForward(
     if (!v) throw new Error(`side net: tap ${t} is not an input`);
     return v;
   };
-  // Each dropout site draws its own mask: the step's seed offset by the site's number.
-  let sites = 0;
-  const drop = (x: Value, name: string) => {
+  // Each dropout site draws its own mask: the step's seed offset by the site's number, fixed per
+  // site so that a recomputed block draws the masks its forward drew.
+  const drop = (x: Value, name: string, number: number) => {
     if (!inp.dropoutSeed || s.config.dropout === 0) return x;
-    const site = add(inp.dropoutSeed, g.scalar(1_000_003 * ++sites, 'int64'), `${name}_seed`);
+    const site = add(inp.dropoutSeed, g.scalar(1_000_003 * number, 'int64'), `${name}_seed`);
     return dropout(x, s.config.dropout, site, { name });
   };
 
@@ -88,40 +94,45 @@ export function sideForward(
           const gate = sigmoid(p(`layers.${j}.gate`), 'Gate'); // (d_s) or (1)
           h = add(lateral, mul(gate, sub(x, lateral)), 'Ladder'); // g x + (1 - g) lateral
         }
-        const a = rmsNorm(h, p(`layers.${j}.attn_norm`), { eps: s.eps, name: 'attn_norm' });
-        const attn = g.scope('attn', () =>
-          cachedAttention(
-            {
-              q: linear(a, p(`layers.${j}.wq`), undefined, { name: 'q_proj' }),
-              k: linear(a, p(`layers.${j}.wk`), undefined, { name: 'k_proj' }),
-              v: linear(a, p(`layers.${j}.wv`), undefined, { name: 'v_proj' }),
-              pastK: inp.past?.keys[j],
-              pastV: inp.past?.values[j],
-              rotary: { kind: 'tables', cos, sin },
-              bias,
-              long,
-            },
-            {
-              heads: s.heads,
-              kvHeads: s.heads,
-              headDim: s.headDim,
-              eps: s.eps,
-              scoreBlock,
-              longOnly: inp.longOnly,
-            },
-          ),
-        );
-        present.keys.push(attn.presentK);
-        present.values.push(attn.presentV);
-        const o = linear(attn.out, p(`layers.${j}.wo`), undefined, { name: 'attn/o_proj' });
-        const x1 = add(h, drop(o, 'attn_dropout'), 'residual_attn');
-        const m = rmsNorm(x1, p(`layers.${j}.mlp_norm`), { eps: s.eps, name: 'mlp_norm' });
-        const mlp = g.scope('mlp', () => {
-          const gate = linear(m, p(`layers.${j}.w_gate`), undefined, { name: 'gate_proj' });
-          const up = linear(m, p(`layers.${j}.w_up`), undefined, { name: 'up_proj' });
-          return linear(swiglu(gate, up), p(`layers.${j}.w_down`), undefined, { name: 'down_proj' });
-        });
-        return add(x1, drop(mlp, 'mlp_dropout'), 'residual_mlp'); // (B, T, d_s)
+        const block = (h: Value) => {
+          const a = rmsNorm(h, p(`layers.${j}.attn_norm`), { eps: s.eps, name: 'attn_norm' });
+          const attn = g.scope('attn', () =>
+            cachedAttention(
+              {
+                q: linear(a, p(`layers.${j}.wq`), undefined, { name: 'q_proj' }),
+                k: linear(a, p(`layers.${j}.wk`), undefined, { name: 'k_proj' }),
+                v: linear(a, p(`layers.${j}.wv`), undefined, { name: 'v_proj' }),
+                pastK: inp.past?.keys[j],
+                pastV: inp.past?.values[j],
+                rotary: { kind: 'tables', cos, sin },
+                bias,
+                long,
+              },
+              {
+                heads: s.heads,
+                kvHeads: s.heads,
+                headDim: s.headDim,
+                eps: s.eps,
+                scoreBlock,
+                longOnly: inp.longOnly,
+              },
+            ),
+          );
+          present.keys[j] = attn.presentK; // by index: a recomputed block sets them again
+          present.values[j] = attn.presentV;
+          const o = linear(attn.out, p(`layers.${j}.wo`), undefined, { name: 'attn/o_proj' });
+          const x1 = add(h, drop(o, 'attn_dropout', 2 * j + 1), 'residual_attn');
+          const m = rmsNorm(x1, p(`layers.${j}.mlp_norm`), { eps: s.eps, name: 'mlp_norm' });
+          const mlp = g.scope('mlp', () => {
+            const gate = linear(m, p(`layers.${j}.w_gate`), undefined, { name: 'gate_proj' });
+            const up = linear(m, p(`layers.${j}.w_up`), undefined, { name: 'up_proj' });
+            return linear(swiglu(gate, up), p(`layers.${j}.w_down`), undefined, { name: 'down_proj' });
+          });
+          return add(x1, drop(mlp, 'mlp_dropout', 2 * j + 2), 'residual_mlp'); // (B, T, d_s)
+        };
+        if (!inp.recompute) return block(h);
+        if (inp.past) throw new Error('side net: recompute is for training, not decoding with a past');
+        return g.scope('block', () => recompute(h, block));
       });
     });
     const normed = rmsNorm(x, p('side_norm'), { eps: s.eps, name: 'side_norm' });

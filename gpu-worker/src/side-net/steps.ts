@@ -25,6 +25,12 @@ export const SIDE_IO = {
 export interface SideTrainOptions {
   /** Tokens per chunk of the LM-head loss (default: about 32 MB of logits). */
   chunk?: number;
+  /**
+   * Recompute each side block in the backward rather than keep its activations (default true):
+   * a block is 1/r of a backbone layer wide, so running it twice costs little next to the backbone
+   * pass and the LM-head loss; a 2k-token d=1024 LST step peaked at 902 MB instead of 1130.
+   */
+  recompute?: boolean;
   optim?: Partial<AdamWOptions>;
 }
 
@@ -52,6 +58,7 @@ export function sideTrainSpec(s: SideNetShape, opts: SideTrainOptions = {}): Tra
         mask: batch[SIDE_IO.mask]!,
         positions: batch[SIDE_IO.positions]!,
         dropoutSeed: batch[SIDE_IO.dropoutSeed],
+        recompute: opts.recompute ?? true,
       });
       return lmHeadCrossEntropy(out, batch[SIDE_IO.lmHead]!, batch[SIDE_IO.labels]!, { chunk: opts.chunk });
     },

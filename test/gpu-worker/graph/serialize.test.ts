@@ -9,13 +9,15 @@ import {
   dumpGraph,
   ExternalDataWriter,
   Graph,
+  ifElse,
   matmul,
+  reduceSum,
   relu,
   saveModel,
   split,
   toModelBytes,
 } from '../../../gpu-worker/src/graph/index.ts';
-import { createSession, f32, toArray } from '../../../gpu-worker/src/runtime/index.ts';
+import { bool, createSession, f32, toArray } from '../../../gpu-worker/src/runtime/index.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'ladder-serialize-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -97,6 +99,38 @@ describe('saveModel', () => {
     expect(toArray((await s.run({ x: x() })).y!)).toEqual(toArray((await inline.run({ x: x() })).y!));
     await s.dispose();
     await inline.dispose();
+  });
+});
+
+describe('toModelBytes', () => {
+  it('leaves out nodes no output needs, and keeps what a branch reads from the enclosing graph', async () => {
+    const g = new Graph({ name: 'dead' });
+    const x = g.input('x', 'float32', [2, 3]);
+    const doubled = g.scope('read_by_branch', () => add(x, x));
+    g.scope('unused', () => matmul(relu(x), x, { transB: true })); // read by nothing
+    const cond = g.input('cond', 'bool', [1]);
+    const [y] = ifElse(g, cond, {
+      ifTrue: (b) => [relu(b.outer(doubled))],
+      ifFalse: (b) => [b.outer(x)],
+    });
+    g.output(reduceSum(y!, [1]), 'y');
+    const model = fromBinary(ModelProtoSchema, toModelBytes(g));
+    const names = model.graph!.node.map((n) => n.name);
+    expect(names.some((n) => n.startsWith('/unused/'))).toBe(false);
+    expect(names.some((n) => n.startsWith('/read_by_branch/'))).toBe(true);
+    const s = await createSession(toModelBytes(g));
+    const data = [1, -2, 3, -4, 5, -6];
+    for (const c of [true, false]) {
+      const out = await s.run({
+        x: f32(data, [2, 3]),
+        cond: bool([c], [1]),
+      });
+      const rows = [data.slice(0, 3), data.slice(3)].map((r) =>
+        r.reduce((a, v) => a + (c ? Math.max(0, 2 * v) : v), 0),
+      );
+      expect(toArray(out.y!)).toEqual(rows);
+    }
+    await s.dispose();
   });
 });
 

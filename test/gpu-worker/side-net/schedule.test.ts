@@ -78,10 +78,10 @@ beforeAll(async () => {
     .map((e) => e.name.slice(0, -'_kernel_time'.length));
 });
 
-/** Positions in `order` of the backward's kernels for side layer `layer`. */
+/** Positions in `order` of the backward's kernels for side layer `layer` (recomputation included). */
 function backwardOf(layer: number): number[] {
-  const mark = `/grad/loss/side/layers.${layer}/`;
-  return order.flatMap((name, i) => (name.startsWith(mark) ? [i] : []));
+  const mark = `/loss/side/layers.${layer}/`;
+  return order.flatMap((name, i) => (/^(\/grad)+\/loss\//.test(name) && name.includes(mark) ? [i] : []));
 }
 
 describe("onnxruntime's execution order of a side-net training step", () => {
@@ -103,22 +103,40 @@ describe("onnxruntime's execution order of a side-net training step", () => {
     }
   });
 
-  it("recomputes a layer's forward values only once its backward has begun", () => {
-    // A SwiGLU's sigmoid comes from forward values alone, so the order may run it any time after
-    // the forward; with the clip norm summed in parameter order it ran there and was held.
+  it("recomputes a layer's block only once its backward has begun", () => {
+    // The recomputed block reads only its input and weights, so the order may run it any time
+    // after the forward (and onnxruntime would merge it with the forward if it could): it is tied
+    // to the block's incoming gradient. The SwiGLU's backward recomputes its sigmoid once more.
     const lossScan = Math.max(...order.flatMap((n, i) => (n.startsWith('/loss/lm_loss/Chunks') ? [i] : [])));
     for (let l = 0; l < LAYERS - 1; l++) {
       const recomputed = order.flatMap((n, i) =>
-        n.startsWith(`/grad/loss/side/layers.${l}/mlp/swiglu/`) && /Sigmoid/.test(n) ? [i] : [],
+        n.startsWith(`/grad/loss/side/layers.${l}/block/Recompute/`) ? [i] : [],
       );
-      expect(recomputed.length, `layer ${l}: no sigmoid recomputed`).toBeGreaterThan(0);
+      const sigmoids = order.flatMap((n, i) =>
+        n.startsWith(`/grad/grad/loss/side/layers.${l}/block/Recompute/mlp/swiglu/`) && /Sigmoid/.test(n)
+          ? [i]
+          : [],
+      );
+      expect(recomputed.length, `layer ${l}: block not recomputed`).toBeGreaterThan(20);
+      expect(sigmoids.length, `layer ${l}: no sigmoid recomputed`).toBeGreaterThan(0);
       const upperBackward = Math.min(...backwardOf(l + 1));
-      for (const at of recomputed) {
+      for (const at of [...recomputed, ...sigmoids]) {
         expect(at).toBeGreaterThan(lossScan);
-        expect(at, `layer ${l}'s sigmoid ran before layer ${l + 1}'s backward`).toBeGreaterThan(
-          upperBackward,
-        );
+        expect(at, `layer ${l}'s block ran before layer ${l + 1}'s backward`).toBeGreaterThan(upperBackward);
       }
+    }
+  });
+
+  it('runs the forward once: no recomputed value outlives its layer', () => {
+    // The forward's own block kernels are not under /grad; the recomputed block's last product,
+    // which nothing reads, is not in the model at all (it would hold its input to the end).
+    for (let l = 1; l < LAYERS; l++) {
+      const below = Math.min(...backwardOf(l - 1));
+      const late = backwardOf(l).filter((i) => i > below && order[i]!.includes('/block/Recompute/'));
+      expect(
+        late.map((i) => order[i]),
+        `layer ${l}`,
+      ).toEqual([]);
     }
   });
 });

@@ -99,44 +99,58 @@ describe('side networks', () => {
     await side.dispose();
   });
 
-  it('the whole side-net loss has the gradients of finite differences (ladder and free layers, float64)', async () => {
-    const tiny = { ...cfg, hiddenSize: 8, vocabSize: 11, layers: 2, intermediateSize: 16 };
-    const shape = resolveSideNet(tiny, { taps: [1, 2], free: 1, reduction_factor: 2, side_heads: 2 });
-    const specs = sideNetParams(shape);
-    const r = rng(3);
-    const B = 2;
-    const T = 3;
-    const consts = (g: Graph, shapeOf: number[], scale = 1) =>
-      g.constant(
-        'float64',
-        shapeOf,
-        Float64Array.from({ length: shapeOf.reduce((a, b) => a * b, 1) }, () => (r() * 2 - 1) * scale),
+  it.each([
+    ['kept activations', false, 0],
+    ['recomputed blocks, with dropout', true, 0.3],
+  ] as const)(
+    'the whole side-net loss has the gradients of finite differences (ladder and free layers, float64, %s)',
+    async (_, recompute, dropout) => {
+      const tiny = { ...cfg, hiddenSize: 8, vocabSize: 11, layers: 2, intermediateSize: 16 };
+      const shape = resolveSideNet(tiny, {
+        taps: [1, 2],
+        free: 1,
+        reduction_factor: 2,
+        side_heads: 2,
+        dropout,
+      });
+      const specs = sideNetParams(shape);
+      const r = rng(3);
+      const B = 2;
+      const T = 3;
+      const consts = (g: Graph, shapeOf: number[], scale = 1) =>
+        g.constant(
+          'float64',
+          shapeOf,
+          Float64Array.from({ length: shapeOf.reduce((a, b) => a * b, 1) }, () => (r() * 2 - 1) * scale),
+        );
+      await gradcheck(
+        (...xs: Value[]) => {
+          const g = xs[0]!.graph;
+          const params = Object.fromEntries(specs.map((p, i) => [p.name, xs[i]!]));
+          const taps = new Map(shape.taps.map((t) => [t, consts(g, [B, T, tiny.hiddenSize])]));
+          const i64c = (vals: number[], dims: number[]) =>
+            g.constant(
+              'int64',
+              dims,
+              BigInt64Array.from(vals, (v) => BigInt(v)),
+            );
+          const { out } = sideForward(g, shape, params, {
+            taps,
+            finalHidden: consts(g, [B, T, tiny.hiddenSize]),
+            mask: i64c([0, 1, 1, 1, 1, 1], [B, T]),
+            positions: i64c([0, 0, 1, 0, 1, 2], [B, T]),
+            dropoutSeed: dropout ? g.constant('int64', [], BigInt64Array.of(17n)) : undefined,
+            recompute,
+          });
+          const labels = i64c([-100, 3, 7, 1, -100, 10], [B, T]);
+          return lmHeadCrossEntropy(out, consts(g, [tiny.vocabSize, tiny.hiddenSize]), labels, { chunk: 4 });
+        },
+        // Non-zero Up and gates so every path carries gradient.
+        specs.map((p) => ({ name: p.name.replaceAll('.', '_'), shape: p.shape })),
+        { tol: 2e-6 },
       );
-    await gradcheck(
-      (...xs: Value[]) => {
-        const g = xs[0]!.graph;
-        const params = Object.fromEntries(specs.map((p, i) => [p.name, xs[i]!]));
-        const taps = new Map(shape.taps.map((t) => [t, consts(g, [B, T, tiny.hiddenSize])]));
-        const i64c = (vals: number[], dims: number[]) =>
-          g.constant(
-            'int64',
-            dims,
-            BigInt64Array.from(vals, (v) => BigInt(v)),
-          );
-        const { out } = sideForward(g, shape, params, {
-          taps,
-          finalHidden: consts(g, [B, T, tiny.hiddenSize]),
-          mask: i64c([0, 1, 1, 1, 1, 1], [B, T]),
-          positions: i64c([0, 0, 1, 0, 1, 2], [B, T]),
-        });
-        const labels = i64c([-100, 3, 7, 1, -100, 10], [B, T]);
-        return lmHeadCrossEntropy(out, consts(g, [tiny.vocabSize, tiny.hiddenSize]), labels, { chunk: 4 });
-      },
-      // Non-zero Up and gates so every path carries gradient.
-      specs.map((p) => ({ name: p.name.replaceAll('.', '_'), shape: p.shape })),
-      { tol: 2e-6 },
-    );
-  });
+    },
+  );
 });
 
 describe('generation with an adapter', () => {
