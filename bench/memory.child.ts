@@ -98,7 +98,10 @@ if (arg.method === 'qlora') {
   // The trainer's own backbone pass: no KV cache, only the side net's taps fetched.
   const backbone = await BackbonePass.open(arg.ckpt, arg.cache, shape, {}, BACKBONE_SESSION);
   const head = f32(await backbone.lmHead(), [cfg.vocabSize, cfg.hiddenSize]); // as the trainer does
-  const { graph, layout } = buildTrainStep(sideTrainSpec(shape));
+  // BENCH_RECOMPUTE=0 keeps the side blocks' activations instead of recomputing them (the default).
+  const { graph, layout } = buildTrainStep(
+    sideTrainSpec(shape, { recompute: process.env.BENCH_RECOMPUTE !== '0' }),
+  );
   const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, initSideNet(shape, 1), {
     session: SESSION,
   });
