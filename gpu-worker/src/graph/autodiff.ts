@@ -2,7 +2,7 @@ import { type Graph, GraphError, isFloat, type Node, type OpDef, Value } from '.
 import { dimEq, shapeEq, shapeStr } from './dims.ts';
 import { add } from './ops/arith.ts';
 import { reduceSum } from './ops/reduce.ts';
-import { expandAs, RESHAPE, reshapeAs, SHAPE } from './ops/shape.ts';
+import { expandAs, RESHAPE, reshapeAs, shapeOf } from './ops/shape.ts';
 
 /**
  * Reverse-mode autodiff over a builder graph: the cross-cutting rules live here, each op's own
@@ -37,19 +37,22 @@ export function customGrad(
   deps: readonly Value[],
   rule: (gy: Value, deps: readonly Value[], y: Value) => (Value | undefined)[],
 ): Value {
-  const op: OpDef = {
-    type: 'Identity',
-    onnxInputs: 1,
-    infer: ([v]) => [{ dtype: v!.dtype, shape: v!.shape }],
-    vjp: ({ grads, inputs, outputs }) => {
-      const out = rule(grads[0]!, inputs.slice(1), outputs[0]!);
-      if (out.length !== deps.length) {
-        throw new GraphError(`customGrad: the rule gave ${out.length} gradients for ${deps.length} inputs`);
-      }
-      return [undefined, ...out];
-    },
-  };
+  const op = passThrough(({ grads, inputs, outputs }) => {
+    const out = rule(grads[0]!, inputs.slice(1), outputs[0]!);
+    if (out.length !== deps.length) {
+      throw new GraphError(`customGrad: the rule gave ${out.length} gradients for ${deps.length} inputs`);
+    }
+    return [undefined, ...out];
+  });
   return y.graph.op(op, [stopGradient(y), ...deps], {}, { name: 'CustomGrad' });
+}
+
+/**
+ * The op under customGrad and recompute: ONNX sees Identity of its first input (y behind a
+ * stop-gradient); the other inputs exist for autodiff alone, which asks `vjp` for their gradients.
+ */
+function passThrough(vjp: NonNullable<OpDef['vjp']>): OpDef {
+  return { type: 'Identity', onnxInputs: 1, infer: ([v]) => [{ dtype: v!.dtype, shape: v!.shape }], vjp };
 }
 
 export function zerosLike(x: Value): Value {
@@ -84,18 +87,13 @@ export function recompute(x: Value, fn: (x: Value) => Value): Value {
   const made = new Set(g.nodes.slice(first).flatMap((n) => n.outputs));
   const read = new Set(g.nodes.slice(first).flatMap((n) => n.inputs));
   const captured = [...read].filter((v) => v !== x && !made.has(v) && isFloat(v.dtype));
-  const op: OpDef = {
-    type: 'Identity',
-    onnxInputs: 1,
-    infer: ([v]) => [{ dtype: v!.dtype, shape: v!.shape }],
-    vjp: ({ grads: [gy], inputs: [, x2, ...captured2], needs }) => {
-      const tied = g.op(RESHAPE, [x2!, g.op(SHAPE, [gy!])], {}, { name: 'AfterGrad', hints: [x.shape] });
-      const wanted = captured2.filter((_, i) => needs[i + 2]);
-      const [dx, ...dWanted] = backward(fn(tied), gy!, [tied, ...wanted]);
-      const byValue = new Map(wanted.map((v, i) => [v, dWanted[i]!]));
-      return [undefined, needs[1] ? dx : undefined, ...captured2.map((v) => byValue.get(v!))];
-    },
-  };
+  const op = passThrough(({ grads: [gy], inputs: [, x2, ...captured2], needs }) => {
+    const tied = g.op(RESHAPE, [x2!, shapeOf(gy!)], {}, { name: 'AfterGrad', hints: [x.shape] });
+    const wanted = captured2.filter((_, i) => needs[i + 2]);
+    const [dx, ...dWanted] = backward(fn(tied), gy!, [tied, ...wanted]);
+    const byValue = new Map(wanted.map((v, i) => [v, dWanted[i]!]));
+    return [undefined, needs[1] ? dx : undefined, ...captured2.map((v) => byValue.get(v!))];
+  });
   return g.op(op, [stopGradient(y), x, ...captured], {}, { name: 'Recompute' });
 }
 

@@ -69,22 +69,21 @@ function liveNodes(graph: Graph): { nodes: Graph['nodes']; used: Set<string> } {
     if (!n.outputs.some((v) => used.has(v.name))) continue;
     live[i] = true;
     for (const v of onnxInputs(n)) used.add(v.name);
-    for (const a of Object.values(n.attrs)) {
-      if (a && typeof a === 'object' && 'subgraph' in a)
-        for (const name of namesRead(a.subgraph)) used.add(name);
-    }
+    for (const body of bodies(n)) for (const name of namesRead(body)) used.add(name);
   }
   return { nodes: graph.nodes.filter((_, i) => live[i]), used };
 }
 
 /** Every value name a body's nodes (and their bodies) read. */
 function namesRead(graph: Graph): string[] {
-  return graph.nodes.flatMap((n) => [
-    ...onnxInputs(n).map((v) => v.name),
-    ...Object.values(n.attrs).flatMap((a) =>
-      a && typeof a === 'object' && 'subgraph' in a ? namesRead(a.subgraph) : [],
-    ),
-  ]);
+  return graph.nodes.flatMap((n) => [...onnxInputs(n).map((v) => v.name), ...bodies(n).flatMap(namesRead)]);
+}
+
+/** The graphs a node's attributes hold (If's branches, Scan's and Loop's bodies). */
+function bodies(n: Graph['nodes'][number]): Graph[] {
+  return Object.values(n.attrs).flatMap((a) =>
+    a && typeof a === 'object' && 'subgraph' in a ? [a.subgraph] : [],
+  );
 }
 
 function inline(init: Initializer): TensorProto {
