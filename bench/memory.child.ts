@@ -10,7 +10,14 @@ import {
   saveModel,
   toModelBytes,
 } from '../gpu-worker/src/graph/index.ts';
-import { collectGarbage, f32, i64, type Tensor, TrainRunner } from '../gpu-worker/src/runtime/index.ts';
+import {
+  collectGarbage,
+  f32,
+  i64,
+  type Tensor,
+  TRAINING_SESSION,
+  TrainRunner,
+} from '../gpu-worker/src/runtime/index.ts';
 import {
   initSideNet,
   lstPreset,
@@ -58,13 +65,15 @@ if (arg.method === 'build-qlora') {
   process.exit(0);
 }
 
-// Sessions run as the trainer runs them: without onnxruntime's memory arena (its power-of-two
-// growth holds up to twice a step's activations), the same for every method. BENCH_TRAIN_ARENA=1
-// turns it on for the training steps (LST's side step and QLoRA's step), BENCH_ARENA=1 for the
-// side nets' backbone pass.
+// Sessions run as the trainer runs them (TRAINING_SESSION: no onnxruntime memory arena), the same
+// for every method. BENCH_TRAIN_ARENA=1 turns the arena on for the training steps (LST's side step
+// and QLoRA's step), BENCH_ARENA=1 for the side nets' backbone pass; BENCH_PATTERN=0 turns the
+// memory pattern off for all of them.
 // BENCH_SKIP_SIDE=1 runs the side nets' backbone pass alone, to split their peak in two.
-const SESSION = { memoryArena: process.env.BENCH_TRAIN_ARENA === '1' } as const;
-const BACKBONE_SESSION = { memoryArena: process.env.BENCH_ARENA === '1' } as const;
+const memoryPattern = process.env.BENCH_PATTERN !== '0';
+const arena = (flag: string | undefined) => flag === '1' || TRAINING_SESSION.memoryArena;
+const SESSION = { memoryArena: arena(process.env.BENCH_TRAIN_ARENA), memoryPattern };
+const BACKBONE_SESSION = { memoryArena: arena(process.env.BENCH_ARENA), memoryPattern };
 const times: number[] = [];
 const backboneTimes: number[] = [];
 if (arg.method === 'qlora') {

@@ -38,6 +38,7 @@ import {
   type SideNetShape,
   sideForward,
   sideNetParams,
+  TRAINING_TAP_DTYPE,
 } from '../gpu-worker/src/side-net/index.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -240,7 +241,9 @@ export class SideLogits {
       sideNetParams(shape).map((p) => [p.name, g.input(p.name, 'float32', p.shape)]),
     );
     const { out } = sideForward(g, shape, params, {
-      taps: new Map(shape.taps.map((t) => [t, g.input(SIDE_IO.tap(t), 'float32', [...seq, shape.d])])),
+      taps: new Map(
+        shape.taps.map((t) => [t, g.input(SIDE_IO.tap(t), TRAINING_TAP_DTYPE, [...seq, shape.d])]),
+      ),
       finalHidden: g.input(SIDE_IO.finalHidden, 'float32', [...seq, shape.d]),
       mask: g.input(SIDE_IO.mask, 'int64', seq),
       positions: g.input(SIDE_IO.positions, 'int64', seq),

@@ -1,4 +1,4 @@
-export { collectGarbage, MALLOC_ENV } from './memory.ts';
+export { collectGarbage, MALLOC_ENV, TRAINING_SESSION } from './memory.ts';
 export {
   availableProviders,
   createSession,
@@ -13,6 +13,7 @@ export {
 export {
   bool,
   checkShape,
+  f16,
   f32,
   f64,
   i32,

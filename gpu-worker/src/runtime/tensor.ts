@@ -102,6 +102,11 @@ export function zeros(type: TensorType, dims: readonly number[], name?: string):
 
 export const f32 = (data: TensorData<'float32'>, dims: readonly number[], name?: string) =>
   tensor('float32', data, dims, name);
+/** A float16 tensor over its raw half bits (onnxruntime-node takes float16 data as a Uint16Array). */
+export function f16(bits: Uint16Array, dims: readonly number[], name?: string): ort.Tensor {
+  checkShape(dims, bits.length, name);
+  return new ort.Tensor('float16', bits, [...dims]);
+}
 export const f64 = (data: TensorData<'float64'>, dims: readonly number[], name?: string) =>
   tensor('float64', data, dims, name);
 export const i64 = (data: TensorData<'int64'>, dims: readonly number[], name?: string) =>

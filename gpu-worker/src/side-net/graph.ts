@@ -4,6 +4,7 @@ import {
   DEFAULT_SCORE_BLOCK,
   dropout,
   type Graph,
+  halfInputLinear,
   linear,
   mul,
   recompute,
@@ -18,7 +19,7 @@ import type { SideNetShape } from './config.ts';
 
 /** What the side network reads from one backbone pass, plus its own cache when decoding. */
 export interface SideInputs {
-  /** Backbone taps b_t (B, T, d) for every t in shape.taps. */
+  /** Backbone taps b_t (B, T, d) for every t in shape.taps: float32, or float16 (training). */
   taps: ReadonlyMap<number, Value>;
   /** Norm(b_L) (B, T, d): the backbone's final normed state. */
   finalHidden: Value;
@@ -79,18 +80,25 @@ export function sideForward(
     return dropout(x, s.config.dropout, site, { name });
   };
 
+  // A tap's down-projection; float16 taps (training) are widened inside the product only.
+  const down = (t: number) => {
+    const b = tap(t);
+    return (b.dtype === 'float16' ? halfInputLinear : linear)(b, p(`down.${t}.weight`), p(`down.${t}.bias`), {
+      name: `down.${t}`,
+    });
+  };
+
   return g.scope('side', () => {
-    const b0 = tap(0);
-    let x = linear(b0, p('down.0.weight'), p('down.0.bias'), { name: 'down.0' }); // (B, T, d_s)
+    let x = down(0); // (B, T, d_s)
     const { cos, sin } = rotaryTables(inp.positions, s.headDim, s.ropeTheta);
     const scoreBlock = inp.scoreBlock ?? DEFAULT_SCORE_BLOCK;
-    const { bias, long } = forwardBias(b0, inp.mask, { heads: s.heads, scoreBlock, longOnly: inp.longOnly }); // (B, 1, 1, T|1, P+T)
+    const { bias, long } = forwardBias(x, inp.mask, { heads: s.heads, scoreBlock, longOnly: inp.longOnly }); // (B, 1, 1, T|1, P+T)
     const present: SideOutputs['present'] = { keys: [], values: [] };
     s.layers.forEach((t, j) => {
       x = g.scope(`layers.${j}`, () => {
         let h = x; // (B, T, d_s)
         if (t !== undefined) {
-          const lateral = linear(tap(t), p(`down.${t}.weight`), p(`down.${t}.bias`), { name: `down.${t}` });
+          const lateral = down(t);
           const gate = sigmoid(p(`layers.${j}.gate`), 'Gate'); // (d_s) or (1)
           h = add(lateral, mul(gate, sub(x, lateral)), 'Ladder'); // g x + (1 - g) lateral
         }

@@ -20,5 +20,11 @@ export {
   type QloraSpec,
   qloraSpec,
 } from './qlora.ts';
-export { buildSideInferenceGraph, SIDE_IO, type SideTrainOptions, sideTrainSpec } from './steps.ts';
+export {
+  buildSideInferenceGraph,
+  SIDE_IO,
+  type SideTrainOptions,
+  sideTrainSpec,
+  TRAINING_TAP_DTYPE,
+} from './steps.ts';
 export * from './trainer/index.ts';

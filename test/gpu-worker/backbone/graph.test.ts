@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildBackboneGraph, IO } from '../../../gpu-worker/src/backbone/graph/emit.ts';
 import { toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
-import { createSession, i64, type Tensor } from '../../../gpu-worker/src/runtime/index.ts';
+import { createSession, f32, i64, type Tensor, toScalar } from '../../../gpu-worker/src/runtime/index.ts';
+import { HALF_MAX, toHalfBits } from '../../../gpu-worker/src/util/half.ts';
+import { rng } from '../../helpers/gradcheck.ts';
 import { referenceForward } from '../../helpers/reference-llm.ts';
 import {
   emptyPast,
@@ -208,4 +210,54 @@ describe('8-bit embedding and LM head', () => {
       expect(err).toBeGreaterThan(0);
     },
   );
+});
+
+describe('float16 taps (the side nets training pass)', () => {
+  it('are the float32 taps rounded to nearest even, clamped past 65504, with tap_absmax their largest |b_t|', async () => {
+    const cfg = VARIANTS['llama (GQA, llama3 rope scaling)']!;
+    const weights = randomWeights(cfg, 5);
+    const T = 6;
+    const d = cfg.hiddenSize;
+    // Embedding rows fed as they are, two of them far past float16's range.
+    const r = rng(2);
+    const embeds = Float32Array.from({ length: T * d }, () => r() * 2 - 1);
+    embeds[3] = 1e5;
+    embeds[2 * d + 7] = -3e5;
+    const run = async (tapDtype: 'float32' | 'float16') => {
+      const { graph } = await buildBackboneGraph(cfg, memorySource(weights), {
+        linear: { kind: 'fp32' },
+        embeddings: 'input',
+        logits: 'none',
+        kvCache: false,
+        blocks: 'always',
+        tapDtype,
+      });
+      const session = await createSession(toModelBytes(graph));
+      const out = await session.run({
+        [IO.inputsEmbeds]: f32(embeds, [1, T, d]),
+        [IO.attentionMask]: i64(new Array(T).fill(1), [1, T]),
+        [IO.positionIds]: i64(
+          Array.from({ length: T }, (_, t) => t),
+          [1, T],
+        ),
+      });
+      await session.dispose();
+      return out;
+    };
+    const wide = await run('float32');
+    const half = await run('float16');
+    expect(wide[IO.tapAbsMax]).toBeUndefined();
+    let absMax = 0;
+    for (let l = 0; l <= cfg.layers; l++) {
+      const x = wide[IO.tap(l)]!.data as Float32Array;
+      const got = half[IO.tap(l)]!;
+      expect(got.type).toBe('float16');
+      const want = Array.from(x, (v) => toHalfBits(Math.min(HALF_MAX, Math.max(-HALF_MAX, v))));
+      expect(Array.from(got.data as Uint16Array), `tap ${l}`).toEqual(want);
+      absMax = Math.max(absMax, ...Array.from(x, Math.abs));
+    }
+    expect(absMax).toBeGreaterThan(HALF_MAX);
+    expect(toScalar(half[IO.tapAbsMax]!)).toBe(absMax);
+    expect(half[IO.finalHidden]!.data).toEqual(wide[IO.finalHidden]!.data);
+  });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   applyRotary,
+  cast,
   causalSelfAttention,
   cos,
   crossEntropy,
@@ -10,6 +11,7 @@ import {
   gatherElements,
   gelu,
   grad,
+  halfInputLinear,
   layerNorm,
   linear,
   rmsNorm,
@@ -177,6 +179,34 @@ describe('gradients of the nn layers match finite differences', () => {
     const w = { name: 'w', shape: [4, 5] };
     await gradcheck((a, b, c) => linear(a, b, c), [x, w, { name: 'b', shape: [5] }]);
     await gradcheck((a, b) => linear(a, b), [x, w]);
+  });
+
+  it('halfInputLinear: a float16 input widened in the product and again in the backward (float64 w, b)', async () => {
+    // x in eighths: exact in float16, so the product is the float64 one of the same numbers.
+    const x = {
+      name: 'x',
+      shape: [2, 3, 4],
+      data: Array.from({ length: 24 }, (_, i) => ((i * 5) % 17) / 8 - 1),
+      diff: false,
+    };
+    const w = { name: 'w', shape: [4, 5] };
+    const half = (a: Value) => cast(a, 'float16');
+    await gradcheck((a, b, c) => halfInputLinear(half(a), b, c), [x, w, { name: 'b', shape: [5] }]);
+    await gradcheck((a, b) => halfInputLinear(half(a), b), [x, w]);
+    // The product itself: as linear over the same (exact) values.
+    const g = new Graph({ name: 'half_linear' });
+    const xi = g.input('x', 'float32', [2, 3, 4]);
+    const wi = g.input('w', 'float32', [4, 5]);
+    g.output(halfInputLinear(cast(xi, 'float16'), wi), 'half');
+    g.output(linear(xi, wi), 'plain');
+    const session = await createSession(toModelBytes(g));
+    const out = await session.run({ x: f32(x.data, [2, 3, 4]), w: f32(randoms(20, 9, 1), [4, 5]) });
+    await session.dispose();
+    expect(Array.from(out.half!.data as Float32Array)).toEqual(Array.from(out.plain!.data as Float32Array));
+    const bad = new Graph({ name: 'bad' });
+    expect(() =>
+      halfInputLinear(bad.input('x', 'float32', [2, 4]), bad.input('w', 'float32', [4, 5])),
+    ).toThrow(/halfInputLinear wants x float16/);
   });
 
   it('silu, swiglu (its hand-written backward) and tanh-GELU (float64)', async () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTrainStep, toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
-import { f32, i64, type Tensor, TrainRunner } from '../../../gpu-worker/src/runtime/index.ts';
+import { f16, f32, i64, type Tensor, TrainRunner } from '../../../gpu-worker/src/runtime/index.ts';
 import {
   initSideNet,
   lstPreset,
@@ -11,6 +11,7 @@ import {
   SIDE_IO,
   sideTrainSpec,
 } from '../../../gpu-worker/src/side-net/index.ts';
+import { encodeHalf } from '../../../gpu-worker/src/util/half.ts';
 import { rng } from '../../helpers/gradcheck.ts';
 import { VARIANTS } from '../../helpers/tiny-backbone.ts';
 
@@ -58,10 +59,12 @@ beforeAll(async () => {
     ),
   };
   for (const t of shape.taps) {
-    feeds[SIDE_IO.tap(t)] = f32(
-      Array.from({ length: B * T * cfg.hiddenSize }, () => r() - 0.5),
-      [B, T, cfg.hiddenSize],
+    const bits = new Uint16Array(B * T * cfg.hiddenSize); // float16 taps, as the backbone pass gives
+    encodeHalf(
+      Float32Array.from(bits, () => r() - 0.5),
+      bits,
     );
+    feeds[SIDE_IO.tap(t)] = f16(bits, [B, T, cfg.hiddenSize]);
   }
   await runner.step(feeds, 1e-3);
   await runner.dispose(); // writes the profile

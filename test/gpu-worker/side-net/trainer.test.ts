@@ -37,6 +37,7 @@ import {
   manifestTraining,
   prunedSideNetInit,
   resolveSideNet,
+  SIDE_IO,
   SideEvaluator,
   type SideNetShape,
   sideNetParams,
@@ -506,13 +507,23 @@ describe('the training backbone pass', () => {
       positions: rows(batch.positionIds),
     });
     const got = await pass.run(batch);
+    // The taps come as float16: within half-precision rounding of the reference's (2^-11 relative).
+    expect(pass.halfNames).toEqual(pass.names.filter((n) => n !== SIDE_IO.finalHidden));
     for (const name of pass.names) {
-      const a = got[name]!.data as Float32Array;
+      const half = pass.halfNames.includes(name);
+      expect(got[name]!.type, name).toBe(half ? 'float16' : 'float32');
+      const a = half
+        ? Float32Array.from(got[name]!.data as Uint16Array, fromHalfBits)
+        : (got[name]!.data as Float32Array);
       const b = want[name]!.data as Float32Array;
       expect(a.length, name).toBe(b.length);
-      const worst = a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i]!)), 0);
+      const worst = a.reduce(
+        (m, x, i) => Math.max(m, Math.abs(x - b[i]!) - (half ? Math.abs(b[i]!) * 2 ** -11 : 0)),
+        0,
+      );
       expect(worst, name).toBeLessThan(1e-4);
     }
+    expect(pass.overflow).toEqual({ passes: 0, maxAbs: 0 });
     await Promise.all([pass.dispose(), reference.dispose()]);
   });
 });
@@ -523,7 +534,14 @@ describe('the activation cache', () => {
     const shape = resolveSideNet(ckpt.config, xladderPreset(ckpt.config, 2, { reduction_factor: 2 }));
     const pass = await BackbonePass.open(ckpt.dir, buildCacheDir, shape, {}, session);
     const lengths = examples.map((e) => e.inputIds.length);
-    const cache = ActivationCache.open(join(root, 'c-unit'), 'k', pass.names, shape.d, lengths);
+    const cache = ActivationCache.open(
+      join(root, 'c-unit'),
+      'k',
+      pass.names,
+      shape.d,
+      lengths,
+      pass.halfNames,
+    );
     const pad = tok.padTokenId!;
     // Stored from two batches, read back in a third mixing them with other padding.
     for (const idx of [
@@ -538,12 +556,16 @@ describe('the activation cache', () => {
     const direct = await pass.run(mixed);
     const cached = cache.read(mixed);
     for (const name of pass.names) {
-      const want = direct[name]!.data as Float32Array;
-      const got = cached[name]!.data as Float32Array;
+      // The float16 taps come back bit for bit; the float32 final state within fp16 rounding.
+      const half = pass.halfNames.includes(name);
+      expect(cached[name]!.type, name).toBe(direct[name]!.type);
+      const want = direct[name]!.data as Float32Array | Uint16Array;
+      const got = cached[name]!.data as Float32Array | Uint16Array;
       mixed.indices.forEach((e, b) => {
         for (let i = 0; i < lengths[e]! * shape.d; i++) {
           const k = b * mixed.length * shape.d + i;
-          expect(Math.abs(got[k]! - want[k]!)).toBeLessThanOrEqual(Math.abs(want[k]!) * 2 ** -11 + 1e-7);
+          if (half) expect(got[k]).toBe(want[k]);
+          else expect(Math.abs(got[k]! - want[k]!)).toBeLessThanOrEqual(Math.abs(want[k]!) * 2 ** -11 + 1e-7);
         }
         for (let k = (b * mixed.length + lengths[e]!) * shape.d; k < (b + 1) * mixed.length * shape.d; k++)
           expect(got[k]).toBe(0);
@@ -559,8 +581,10 @@ describe('the activation cache', () => {
     // A value fp16 cannot hold is refused (the trainer then recomputes the backbone instead).
     const b = collate(examples, [3], pad);
     const out = await pass.run(b);
-    (out[pass.names[1]!]!.data as Float32Array)[7] = 70000;
-    expect(fresh.capture(b, out)).toMatch(/tap\.2 of training example 3 holds 70000, past fp16's range/);
+    (out[SIDE_IO.finalHidden]!.data as Float32Array)[7] = 70000;
+    expect(fresh.capture(b, out)).toMatch(
+      /final_hidden of training example 3 holds 70000, past fp16's range/,
+    );
     fresh.remove();
     await pass.dispose();
   });

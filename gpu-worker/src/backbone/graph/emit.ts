@@ -1,14 +1,18 @@
 import {
+  abs,
   add,
+  concat,
   DEFAULT_SCORE_BLOCK,
   type ExternalDataWriter,
   Graph,
   gather,
   matmul,
+  reduceMax,
   rotaryTables,
   shapeOf,
   sub,
   swiglu,
+  toHalfClamped,
   type Value,
 } from '../../graph/index.ts';
 import { addQuantizedWeights, quantizedEmbedding, quantizedLinear } from '../quant/graph.ts';
@@ -28,6 +32,12 @@ export interface BackboneGraphOptions {
   linear: LinearKernel;
   /** Which residual-stream taps b_0..b_L to output: every one, or these indices. */
   taps: 'all' | number[];
+  /**
+   * The taps' element type. float16 halves the memory of taps that live through a whole side-net
+   * training step; values past its range are clamped to +-65504, and the graph then also outputs
+   * `tap_absmax`, the largest |b_t| over the taps, for the caller to tell when that happened.
+   */
+  tapDtype: 'float32' | 'float16';
   /**
    * The token embedding and LM head: full precision, or 8-bit blockwise (MatMulNBits for the
    * head, GatherBlockQuantized for the lookup; a tied pair shares one table), or not in the graph
@@ -64,6 +74,7 @@ export interface BackboneGraphOptions {
 export const BACKBONE_GRAPH_DEFAULTS: BackboneGraphOptions = {
   linear: { kind: 'quantized', bits: 4, blockSize: 32, accuracyLevel: 4 },
   taps: 'all',
+  tapDtype: 'float32',
   embeddings: 'fp32',
   fused: true,
   logits: 'last',
@@ -85,6 +96,7 @@ export const IO = {
   presentKey: (i: number) => `present.${i}.key`, // (batch, kv_heads, past+seq, head_dim)
   presentValue: (i: number) => `present.${i}.value`,
   tap: (i: number) => `tap.${i}`, // (batch, seq, d) residual stream after block i (0 = embeddings)
+  tapAbsMax: 'tap_absmax', // () float32, max |b_t| over the taps, with float16 taps
   finalHidden: 'final_hidden', // (batch, seq, d) Norm(b_L)
   logits: 'logits', // (batch, seq, vocab), or (batch, 1, vocab) for the last position only
 } as const;
@@ -201,7 +213,16 @@ export async function buildBackboneGraph(
       embedQ && embedQW ? quantizedEmbedding(ids, embedQ, embedQW) : gather(embed!, ids),
     );
   }
-  if (tapSet.has(0)) g.output(x, IO.tap(0));
+  const absMaxes: Value[] = [];
+  const tap = (b: Value, i: number) => {
+    if (!tapSet.has(i)) return;
+    if (o.tapDtype === 'float32') return g.output(b, IO.tap(i));
+    g.scope(`tap.${i}`, () => {
+      absMaxes.push(reduceMax(abs(b))); // (1, 1, 1)
+      g.output(toHalfClamped(b), IO.tap(i));
+    });
+  };
+  tap(x, 0);
   const invFreq = ropeInverseFrequencies(cfg);
   let rotary: Rotary;
   if (o.fused) {
@@ -284,8 +305,9 @@ export async function buildBackboneGraph(
     );
     x = out.sum; // (B, T, d) = b_{i+1}
     h = out.normed; // the next layer's normed input; after the last layer, Norm(b_L)
-    if (tapSet.has(i + 1)) g.output(x, IO.tap(i + 1));
+    tap(x, i + 1);
   }
+  if (absMaxes.length) g.output(reduceMax(concat(absMaxes, 0), undefined, { keepdims: false }), IO.tapAbsMax);
 
   const hidden = h; // (B, T, d)
   g.output(hidden, IO.finalHidden);

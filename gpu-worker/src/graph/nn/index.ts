@@ -13,7 +13,7 @@ export {
   DEFAULT_SCORE_BLOCK,
 } from './chunked-attention.ts';
 export { type DropoutOptions, dropout } from './dropout.ts';
-export { type LinearOptions, linear } from './linear.ts';
+export { halfInputLinear, type LinearOptions, linear } from './linear.ts';
 export { type CrossEntropyOptions, crossEntropy } from './loss.ts';
 export { layerNorm, type NormOptions, rmsNorm } from './norm.ts';
 export { applyRotary, type RotaryOptions, type RotaryTables, rotaryTables } from './rotary.ts';

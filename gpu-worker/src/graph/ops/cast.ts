@@ -1,3 +1,4 @@
+import { HALF_MAX } from '../../util/half.ts';
 import type { OpDef, Value } from '../builder.ts';
 import { isFloat } from '../builder.ts';
 import type { DType } from '../proto.ts';
@@ -21,4 +22,18 @@ export const CAST: OpDef = {
 export function cast(x: Value, dtype: DType): Value {
   if (x.dtype === dtype) return x;
   return x.graph.op(CAST, [x], { to: ONNX_DTYPE[dtype] });
+}
+
+export const CLIP: OpDef = {
+  type: 'Clip',
+  infer: ([x]) => [{ dtype: x!.dtype, shape: x!.shape }],
+};
+
+/**
+ * x as float16, values past its range clamped to +-65504 (a plain Cast makes them infinite). No
+ * gradient: for values that only leave the graph (the side nets' taps).
+ */
+export function toHalfClamped(x: Value): Value {
+  const g = x.graph;
+  return cast(g.op(CLIP, [x, g.scalar(-HALF_MAX, x.dtype), g.scalar(HALF_MAX, x.dtype)]), 'float16');
 }

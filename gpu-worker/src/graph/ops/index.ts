@@ -1,5 +1,5 @@
 export { add, addScalar, div, mul, neg, scale, sub } from './arith.ts';
-export { cast } from './cast.ts';
+export { cast, toHalfClamped } from './cast.ts';
 export { type IfSpec, ifElse, padRuntime, type ScanSpec, scan, sliceRuntime } from './control.ts';
 export { gather } from './gather.ts';
 export { gatherElements } from './gather-elements.ts';
@@ -13,7 +13,7 @@ export {
   matmulNBits,
   type QuantizedWeights,
 } from './quantized.ts';
-export { type ReduceOptions, reduceMean, reduceSum, reduceSumSquare } from './reduce.ts';
+export { type ReduceOptions, reduceMax, reduceMean, reduceSum, reduceSumSquare } from './reduce.ts';
 export {
   concat,
   expand,
@@ -32,6 +32,7 @@ export { logSoftmax, softmax } from './softmax.ts';
 export { softmaxCrossEntropy } from './softmax-cross-entropy.ts';
 export { cos, sin } from './trig.ts';
 export {
+  abs,
   equal,
   erf,
   exp,

@@ -76,3 +76,10 @@ export function reduceSumSquare(x: Value, axes?: readonly number[], opts: Reduce
 export function reduceMean(x: Value, axes?: readonly number[], opts: ReduceOptions = {}): Value {
   return reduce(REDUCE_MEAN, x, axes, opts);
 }
+
+export const REDUCE_MAX: OpDef = { type: 'ReduceMax', infer: REDUCE_SUM.infer };
+
+/** Maximum over `axes` (all when omitted). No gradient. */
+export function reduceMax(x: Value, axes?: readonly number[], opts: ReduceOptions = {}): Value {
+  return reduce(REDUCE_MAX, x, axes, opts);
+}

@@ -36,6 +36,9 @@ export const RELU = unary('Relu', ({ grads: [g], inputs: [x] }) => [
 const zero = (v: Value) => v.graph.scalar(0, v.dtype);
 
 /** x ** p for a constant p: d/dx = p x^(p-1). */
+/** |x|, without a gradient (where a magnitude is only reported). */
+export const ABS: OpDef = { type: 'Abs', infer: ([x]) => [{ dtype: floatDtype(x!), shape: x!.shape }] };
+
 export const POW: OpDef = {
   type: 'Pow',
   infer: ([x, p]) => {
@@ -75,6 +78,9 @@ export function erf(x: Value, name?: string): Value {
 }
 export function relu(x: Value, name?: string): Value {
   return x.graph.op(RELU, [x], {}, { name });
+}
+export function abs(x: Value, name?: string): Value {
+  return x.graph.op(ABS, [x], {}, { name });
 }
 export function pow(x: Value, p: number, name?: string): Value {
   return x.graph.op(POW, [x, x.graph.scalar(p, x.dtype)], {}, { name });

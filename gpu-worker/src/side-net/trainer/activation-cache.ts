@@ -13,7 +13,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { f32, type Tensor } from '../../runtime/index.ts';
+import { f16, f32, type Tensor } from '../../runtime/index.ts';
 import { decodeHalf, encodeHalf } from '../../util/half.ts';
 import type { Batch } from '../data/index.ts';
 
@@ -81,6 +81,8 @@ export class ActivationCache {
     readonly names: readonly string[],
     private readonly d: number,
     private readonly lengths: readonly number[],
+    /** Names read back as float16 tensors (as the backbone pass gives them), not float32. */
+    private readonly half: ReadonlySet<string>,
     reused: z.infer<typeof Index> | undefined,
   ) {
     this.offsets = reused ? [...reused.offsets] : new Array<number>(lengths.length).fill(-1);
@@ -92,8 +94,16 @@ export class ActivationCache {
   /**
    * The cache in `dir`: reused when a sealed one with the same key (backbone build, taps, examples
    * and batch plan) is there and its data file has the expected size; otherwise started afresh.
+   * `half`: the names `read` gives as float16 (the rest as float32).
    */
-  static open(dir: string, key: string, names: readonly string[], d: number, lengths: readonly number[]) {
+  static open(
+    dir: string,
+    key: string,
+    names: readonly string[],
+    d: number,
+    lengths: readonly number[],
+    half: readonly string[] = [],
+  ) {
     mkdirSync(dir, { recursive: true });
     const index = readIndex(dir);
     const want = activationBytes(lengths, d, names.length);
@@ -109,7 +119,7 @@ export class ActivationCache {
       rmSync(join(dir, INDEX_FILE), { force: true });
       rmSync(dataPath, { force: true });
     }
-    return new ActivationCache(dir, key, names, d, lengths, reusable ? index : undefined);
+    return new ActivationCache(dir, key, names, d, lengths, new Set(half), reusable ? index : undefined);
   }
 
   /** Every example is stored and the index written. */
@@ -123,7 +133,8 @@ export class ActivationCache {
 
   /**
    * Store the unpadded rows of every example of `batch` not stored yet, from the backbone's
-   * (B, T_padded, d) outputs. Returns a problem (a value past fp16's range) instead of storing it.
+   * (B, T_padded, d) outputs, float32 or float16 (kept bit for bit). Returns a problem (a float32
+   * value past fp16's range) instead of storing it.
    */
   capture(batch: Batch, outputs: Readonly<Record<string, Tensor>>): string | undefined {
     if (this.sealed) throw new Error('ActivationCache.capture: the cache is sealed');
@@ -135,8 +146,14 @@ export class ActivationCache {
       for (const [n, name] of this.names.entries()) {
         const t = outputs[name];
         if (!t) throw new Error(`ActivationCache.capture: the backbone gave no '${name}'`);
-        const rows = (t.data as Float32Array).subarray(b * batch.length * d, (b * batch.length + T) * d);
-        const bad = encodeHalf(rows, block.subarray(n * T * d, (n + 1) * T * d));
+        const [from, to] = [b * batch.length * d, (b * batch.length + T) * d];
+        const into = block.subarray(n * T * d, (n + 1) * T * d);
+        if (t.type === 'float16') {
+          into.set((t.data as Uint16Array).subarray(from, to));
+          continue;
+        }
+        const rows = (t.data as Float32Array).subarray(from, to);
+        const bad = encodeHalf(rows, into);
         if (bad >= 0) {
           const value = rows[bad]!;
           return `${name} of training example ${example} holds ${value}, past fp16's range (65504)`;
@@ -166,13 +183,15 @@ export class ActivationCache {
     this.sealed = true;
   }
 
-  /** The batch's side-net inputs (B, T_padded, d) as float32, padding rows zero. */
+  /** The batch's side-net inputs (B, T_padded, d), float16 or float32 (`half`), padding rows zero. */
   read(batch: Batch): Record<string, Tensor> {
     if (!this.sealed) throw new Error('ActivationCache.read: the cache is not complete');
     const { d } = this;
     const B = batch.size;
     const Tp = batch.length;
-    const out = this.names.map(() => new Float32Array(B * Tp * d));
+    const out = this.names.map((name) =>
+      this.half.has(name) ? new Uint16Array(B * Tp * d) : new Float32Array(B * Tp * d),
+    );
     for (const [b, example] of batch.indices.entries()) {
       const T = this.lengths[example]!;
       const block = new Uint16Array(this.names.length * T * d);
@@ -184,14 +203,22 @@ export class ActivationCache {
         this.offsets[example]!,
       );
       if (got !== block.byteLength) throw new Error(`ActivationCache.read: example ${example} is truncated`);
-      this.names.forEach((_, n) => {
-        decodeHalf(
-          block.subarray(n * T * d, (n + 1) * T * d),
-          out[n]!.subarray(b * Tp * d, (b * Tp + T) * d),
-        );
-      });
+      for (const [n, into] of out.entries()) {
+        const stored = block.subarray(n * T * d, (n + 1) * T * d);
+        const rows = into.subarray(b * Tp * d, (b * Tp + T) * d);
+        if (rows instanceof Uint16Array) rows.set(stored);
+        else decodeHalf(stored, rows);
+      }
     }
-    return Object.fromEntries(this.names.map((name, n) => [name, f32(out[n]!, [B, Tp, d], name)]));
+    return Object.fromEntries(
+      this.names.map((name, n) => {
+        const data = out[n]!;
+        return [
+          name,
+          data instanceof Uint16Array ? f16(data, [B, Tp, d], name) : f32(data, [B, Tp, d], name),
+        ];
+      }),
+    );
   }
 
   close(): void {

@@ -62,6 +62,7 @@ export class ActivationSource {
         backbone.names,
         backbone.config.hiddenSize,
         lengths,
+        backbone.halfNames,
       );
     }
   }

@@ -10,10 +10,13 @@ import {
   type Session,
   type SessionOptions,
   type Tensor,
+  TRAINING_SESSION,
+  toScalar,
 } from '../../runtime/index.ts';
+import { HALF_MAX } from '../../util/half.ts';
 import type { SideNetShape } from '../config.ts';
 import type { Batch } from '../data/index.ts';
-import { SIDE_IO } from '../steps.ts';
+import { SIDE_IO, TRAINING_TAP_DTYPE } from '../steps.ts';
 
 /** How the frozen backbone is built for training (the served backbone's kernels by default). */
 export type BackboneBuildChoice = Partial<Pick<BackboneGraphOptions, 'linear' | 'embeddings'>>;
@@ -21,7 +24,8 @@ export type BackboneBuildChoice = Partial<Pick<BackboneGraphOptions, 'linear' | 
 /**
  * The backbone as plain inference over a training batch: built with exactly the side net's taps,
  * no logits, fused kernels; right-padded input, no past. Its outputs are named as the side net's
- * inputs (`tap.{t}`, `final_hidden`), so they go to the training step as they are.
+ * inputs (`tap.{t}`, `final_hidden`), so they go to the training step as they are: the taps as
+ * float16 (TRAINING_TAP_DTYPE), the final hidden state as float32.
  */
 export class BackbonePass {
   private constructor(
@@ -50,6 +54,7 @@ export class BackbonePass {
         ...choice,
         embeddings: lookup ? 'input' : 'int8',
         taps: [...shape.taps],
+        tapDtype: TRAINING_TAP_DTYPE,
         logits: 'none',
         fused: true,
         kvCache: false,
@@ -59,11 +64,14 @@ export class BackbonePass {
     });
     const table = lookup ? await readTable(modelDir, HF_NAMES.embed, build.config) : undefined;
     const names = [...shape.taps.map((t) => SIDE_IO.tap(t)), SIDE_IO.finalHidden];
-    // No memory arena by default: an arena would keep the pass's peak (tens of MB per layer for a
-    // long batch) reserved while the side step runs; without one it goes back between the two.
-    const options = { memoryArena: false, ...session };
+    const options = { ...TRAINING_SESSION, ...session };
     const s = await createSession(build.modelPath, options);
     return new BackbonePass(build, s, names, modelDir, table);
+  }
+
+  /** The outputs that come as float16: the taps. */
+  get halfNames(): readonly string[] {
+    return this.names.filter((n) => n !== SIDE_IO.finalHidden);
   }
 
   get config(): BackboneConfig {
@@ -77,6 +85,12 @@ export class BackbonePass {
   }
 
   /** Taps and final hidden state (B, T, d) of a batch, by side-net input name. */
+  /**
+   * Passes whose taps held values past float16's range (clamped to +-65504 for the side net), and
+   * the largest |b_t| seen in them.
+   */
+  readonly overflow = { passes: 0, maxAbs: 0 };
+
   async run(batch: Batch): Promise<Record<string, Tensor>> {
     const { size: B, length: T } = batch;
     const feeds: Record<string, Tensor> = {
@@ -85,7 +99,16 @@ export class BackbonePass {
     };
     if (this.table) feeds[IO.inputsEmbeds] = f32(this.lookup(batch.inputIds), [B, T, this.config.hiddenSize]);
     else feeds[IO.inputIds] = i64(batch.inputIds, [B, T]);
-    return this.session.run(feeds, this.names);
+    const { [IO.tapAbsMax]: absMax, ...inputs } = await this.session.run(feeds, [
+      ...this.names,
+      IO.tapAbsMax,
+    ]);
+    const biggest = toScalar(absMax!, IO.tapAbsMax);
+    if (!(biggest <= HALF_MAX)) {
+      this.overflow.passes++;
+      this.overflow.maxAbs = Math.max(this.overflow.maxAbs, biggest);
+    }
+    return inputs;
   }
 
   /** The embedding rows of `ids`, (n, d) flattened. */

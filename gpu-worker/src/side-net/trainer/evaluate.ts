@@ -24,7 +24,7 @@ import {
 import { sideForward } from '../graph.ts';
 import { lmHeadCrossEntropy } from '../loss.ts';
 import { sideNetParams } from '../params.ts';
-import { SIDE_IO } from '../steps.ts';
+import { SIDE_IO, TRAINING_TAP_DTYPE } from '../steps.ts';
 
 /** Token positions to score: flat indices into (B*T) and their target ids. */
 const SCORE_IO = { rows: 'score_rows', targets: 'score_targets', nll: 'token_nll', loss: 'loss' } as const;
@@ -144,7 +144,7 @@ function evalGraph(
     sideNetParams(shape).map((p) => [p.name, g.input(p.name, 'float32', p.shape)]),
   );
   const { out } = sideForward(g, shape, params, {
-    taps: new Map(shape.taps.map((t) => [t, g.input(SIDE_IO.tap(t), 'float32', [...seq, shape.d])])),
+    taps: new Map(shape.taps.map((t) => [t, g.input(SIDE_IO.tap(t), TRAINING_TAP_DTYPE, [...seq, shape.d])])),
     finalHidden: g.input(SIDE_IO.finalHidden, 'float32', [...seq, shape.d]),
     mask: g.input(SIDE_IO.mask, 'int64', seq),
     positions: g.input(SIDE_IO.positions, 'int64', seq),

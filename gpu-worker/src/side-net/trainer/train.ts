@@ -4,7 +4,15 @@ import { loadConfig, openCheckpoint } from '../../backbone/checkpoint/index.ts';
 import { loadTokenizer } from '../../backbone/tokenizer/index.ts';
 import type { BackboneConfig } from '../../backbone/types.ts';
 import { buildGradAccumulation, buildTrainStep, toModelBytes } from '../../graph/index.ts';
-import { collectGarbage, f32, i64, type Tensor, type TrainModels, TrainRunner } from '../../runtime/index.ts';
+import {
+  collectGarbage,
+  f32,
+  i64,
+  type Tensor,
+  TRAINING_SESSION,
+  type TrainModels,
+  TrainRunner,
+} from '../../runtime/index.ts';
 import { resolveSideNet, type SideNetShape } from '../config.ts';
 import { type Batch, BatchLoader, type LoadedBatch, mixSeed, type TrainingExample } from '../data/index.ts';
 import { initSideNet, sideNetParams } from '../params.ts';
@@ -112,9 +120,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
 
     const models = trainModels(shape, hp);
     const runner = await TrainRunner.create(models, initial, {
-      // No arena: its power-of-two growth held up to twice the step's activations (2.5 vs 1.75 GB
-      // for a 2k-token LST step, bench/memory); steps run ~20% slower without it.
-      session: { memoryArena: false, ...opts.session },
+      session: { ...TRAINING_SESSION, ...opts.session },
       startStep: state.step,
     });
     disposers.push(() => runner.dispose());
@@ -257,7 +263,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
         accuracy,
         resumedFromStep,
         activationCache: source.report,
-        notes,
+        notes: [...notes, ...overflowNote(backbone)],
       },
       backbone: { fingerprint: backbone.build.meta.fingerprint, buildKey: backbone.build.meta.key },
       toAdapterWeights: () => toAdapterWeights(shape, params),
@@ -265,6 +271,16 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
   } finally {
     for (const dispose of disposers.reverse()) await dispose();
   }
+}
+
+/** A note when some of the backbone's taps did not fit float16 and were clamped for the side net. */
+function overflowNote(backbone: BackbonePass): string[] {
+  const { passes, maxAbs } = backbone.overflow;
+  if (!passes) return [];
+  return [
+    `${passes} backbone pass${passes === 1 ? '' : 'es'} gave taps past float16's range (largest |value| ${maxAbs}); ` +
+      'the side net read them clamped to +-65504',
+  ];
 }
 
 /** Fresh side-net weights: random, or pruned from the tapped backbone blocks (config.init). */
