@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -31,6 +31,7 @@ import {
   directorySink,
   encodeHalf,
   fromHalfBits,
+  HALF_MAX,
   learningRateAt,
   loadLmHead,
   lstPreset,
@@ -525,6 +526,39 @@ describe('the training backbone pass', () => {
     }
     expect(pass.overflow).toEqual({ passes: 0, maxAbs: 0 });
     await Promise.all([pass.dispose(), reference.dispose()]);
+  });
+});
+
+describe('the training backbone pass, past float16', () => {
+  it("clamps taps past float16's range to 65504 and counts the passes that had them", async () => {
+    const hot = await writeTinyCheckpoint(join(root, 'hot'), {
+      architecture: 'llama',
+      layers: 2,
+      hidden: 64,
+      seed: 3,
+    });
+    const { examples } = recall(4);
+    // One embedding value of the second token of example 0 set to 1e5, in the safetensors file itself.
+    const token = examples[0]!.inputIds[1]!;
+    const file = join(hot.dir, hot.files[0]!);
+    const bytes = readFileSync(file);
+    const headerBytes = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + headerBytes).toString('utf8'));
+    const [start] = header['model.embed_tokens.weight'].data_offsets as [number, number];
+    bytes.writeFloatLE(1e5, 8 + headerBytes + start + 4 * (token * 64 + 5));
+    writeFileSync(file, bytes);
+
+    const shape = resolveSideNet(hot.config, lstPreset(hot.config));
+    const pass = await BackbonePass.open(hot.dir, buildCacheDir, shape, {}, session);
+    const batch = collate(examples, [0, 1], tok.padTokenId!);
+    const out = await pass.run(batch);
+    const tap0 = out[SIDE_IO.tap(0)]!.data as Uint16Array;
+    expect(tap0[1 * 64 + 5]).toBe(toHalfBits(HALF_MAX)); // row 0, position 1, column 5
+    expect(pass.overflow.passes).toBe(1);
+    expect(pass.overflow.maxAbs).toBeGreaterThanOrEqual(1e5);
+    await pass.run(collate(examples, [2, 3], tok.padTokenId!)); // a batch without that token
+    expect(pass.overflow.passes).toBe(1);
+    await pass.dispose();
   });
 });
 
