@@ -65,15 +65,22 @@ if (arg.method === 'build-qlora') {
   process.exit(0);
 }
 
-// Sessions run as the trainer runs them (TRAINING_SESSION: no onnxruntime memory arena), the same
-// for every method. BENCH_TRAIN_ARENA=1 turns the arena on for the training steps (LST's side step
-// and QLoRA's step), BENCH_ARENA=1 for the side nets' backbone pass; BENCH_PATTERN=0 turns the
-// memory pattern off for all of them.
+// Sessions run as the trainer runs them (TRAINING_SESSION: no onnxruntime memory arena; the side
+// nets' backbone pass also without a memory pattern, BackbonePass's default), the same for every
+// method. BENCH_TRAIN_ARENA=1 turns the arena on for the training steps (LST's side step and
+// QLoRA's step), BENCH_ARENA=1 for the backbone pass; BENCH_PATTERN=0 turns the memory pattern off
+// for every session, BENCH_PASS_PATTERN=1 on for the backbone pass.
 // BENCH_SKIP_SIDE=1 runs the side nets' backbone pass alone, to split their peak in two.
-const memoryPattern = process.env.BENCH_PATTERN !== '0';
 const arena = (flag: string | undefined) => flag === '1' || TRAINING_SESSION.memoryArena;
-const SESSION = { memoryArena: arena(process.env.BENCH_TRAIN_ARENA), memoryPattern };
-const BACKBONE_SESSION = { memoryArena: arena(process.env.BENCH_ARENA), memoryPattern };
+const SESSION = {
+  memoryArena: arena(process.env.BENCH_TRAIN_ARENA),
+  memoryPattern: process.env.BENCH_PATTERN !== '0',
+};
+const BACKBONE_SESSION = {
+  memoryArena: arena(process.env.BENCH_ARENA),
+  ...(process.env.BENCH_PATTERN === '0' ? { memoryPattern: false } : {}),
+  ...(process.env.BENCH_PASS_PATTERN === '1' ? { memoryPattern: true } : {}),
+};
 const times: number[] = [];
 const backboneTimes: number[] = [];
 if (arg.method === 'qlora') {

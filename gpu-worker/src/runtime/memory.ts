@@ -32,8 +32,9 @@ export const MALLOC_ENV: Readonly<Record<string, string>> = {
  * peak reserved while the other session ran. Steps run ~20% slower without it.
  *
  * The memory pattern (one block per run, laid out from the first run's buffer lifetimes) stays
- * on: without it a 2k-token step peaked 3-8% lower (LST 998 vs 1024 MB, QLoRA 3345 vs 3625) but
- * ran 1.7-1.8x slower, every buffer then being fresh pages the kernel has to fault in.
+ * on for the training steps: without it a 2k-token step peaked 3-8% lower (LST 998 vs 1024 MB,
+ * QLoRA 3345 vs 3625) but ran 1.7-1.8x slower, every buffer then being fresh pages the kernel has
+ * to fault in. The side nets' backbone pass turns it off (BackbonePass: lower, and no slower).
  */
 export const TRAINING_SESSION: Readonly<Pick<SessionOptions, 'memoryArena'>> = { memoryArena: false };
 

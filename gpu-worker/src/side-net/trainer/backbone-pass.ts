@@ -64,7 +64,10 @@ export class BackbonePass {
     });
     const table = lookup ? await readTable(modelDir, HF_NAMES.embed, build.config) : undefined;
     const names = [...shape.taps.map((t) => SIDE_IO.tap(t)), SIDE_IO.finalHidden];
-    const options = { ...TRAINING_SESSION, ...session };
+    // No memory pattern either: from its second run on, the pass's planned layout held 43-63 MB
+    // more at 2k tokens (bench/memory's LST peak 974-988 vs 1031-1037 MB), and the pass alone ran
+    // no slower without it (14.0 vs 15.1 s). The training step keeps its pattern (TRAINING_SESSION).
+    const options = { ...TRAINING_SESSION, memoryPattern: false, ...session };
     const s = await createSession(build.modelPath, options);
     return new BackbonePass(build, s, names, modelDir, table);
   }
