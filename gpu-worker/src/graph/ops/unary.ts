@@ -35,10 +35,10 @@ export const RELU = unary('Relu', ({ grads: [g], inputs: [x] }) => [
 
 const zero = (v: Value) => v.graph.scalar(0, v.dtype);
 
-/** x ** p for a constant p: d/dx = p x^(p-1). */
 /** |x|, without a gradient (where a magnitude is only reported). */
 export const ABS: OpDef = { type: 'Abs', infer: ([x]) => [{ dtype: floatDtype(x!), shape: x!.shape }] };
 
+/** x ** p for a constant p: d/dx = p x^(p-1). */
 export const POW: OpDef = {
   type: 'Pow',
   infer: ([x, p]) => {
