@@ -216,7 +216,10 @@ export async function buildBackboneGraph(
   const absMaxes: Value[] = [];
   const tap = (b: Value, i: number) => {
     if (!tapSet.has(i)) return;
-    if (o.tapDtype === 'float32') return g.output(b, IO.tap(i));
+    if (o.tapDtype === 'float32') {
+      g.output(b, IO.tap(i));
+      return;
+    }
     g.scope(`tap.${i}`, () => {
       absMaxes.push(reduceMax(abs(b))); // (1, 1, 1)
       g.output(toHalfClamped(b), IO.tap(i));
