@@ -12,7 +12,7 @@ import { BACKBONE_GRAPH_DEFAULTS, type BackboneGraphOptions, buildBackboneGraph 
 import type { BackboneConfig } from './types.ts';
 
 /** Bumped when the emitted graph changes, so stale cached builds are not reused. */
-export const BUILD_FORMAT = 2;
+export const BUILD_FORMAT = 3;
 
 export interface BackboneBuild {
   /** The cache entry: model.onnx, model.onnx.data, build.json. */

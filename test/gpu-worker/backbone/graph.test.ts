@@ -55,23 +55,27 @@ describe('the fp32 ONNX backbone matches an independent float64 reference', () =
   });
 });
 
+interface Kernel {
+  cat: string;
+  name: string;
+  ts: number;
+  dur: number;
+  args?: { output_type_shape?: Record<string, number[]>[] };
+}
+
+/** The kernels of each run of a profiled session, in run order. */
+function kernelsByRun(dir: string): Kernel[][] {
+  const file = readdirSync(dir).find((f) => f.endsWith('.json'))!;
+  const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as Kernel[];
+  const runs = events.filter((e) => e.name === 'model_run').sort((a, b) => a.ts - b.ts);
+  return runs.map((r) =>
+    events
+      .filter((e) => e.cat === 'Node' && e.ts >= r.ts && e.ts <= r.ts + r.dur)
+      .sort((a, b) => a.ts - b.ts),
+  );
+}
+
 describe('attention over blocks of query rows for a long prompt only', () => {
-  interface Kernel {
-    cat: string;
-    name: string;
-    ts: number;
-    dur: number;
-    args?: { output_type_shape?: Record<string, number[]>[] };
-  }
-
-  /** The kernels of each run of a profiled session, in run order. */
-  function kernelsByRun(dir: string): Kernel[][] {
-    const file = readdirSync(dir).find((f) => f.endsWith('.json'))!;
-    const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as Kernel[];
-    const runs = events.filter((e) => e.name === 'model_run').sort((a, b) => a.ts - b.ts);
-    return runs.map((r) => events.filter((e) => e.cat === 'Node' && e.ts >= r.ts && e.ts <= r.ts + r.dur));
-  }
-
   it.each(Object.entries(VARIANTS))(
     '%s: a prefill past scoreBlock runs the blocks, a decoding step one softmax, both as the reference',
     async (_, cfg) => {
@@ -259,5 +263,51 @@ describe('float16 taps (the side nets training pass)', () => {
     expect(absMax).toBeGreaterThan(HALF_MAX);
     expect(toScalar(half[IO.tapAbsMax]!)).toBe(absMax);
     expect(half[IO.finalHidden]!.data).toEqual(wide[IO.finalHidden]!.data);
+  });
+
+  it("runs each tap's branch (|b| max, clip, cast) before the next layer, so b_t in float32 dies with it", async () => {
+    const cfg = VARIANTS['llama (GQA, llama3 rope scaling)']!;
+    const { graph } = await buildBackboneGraph(cfg, memorySource(randomWeights(cfg, 6)), {
+      linear: { kind: 'fp32' },
+      embeddings: 'input',
+      logits: 'none',
+      kvCache: false,
+      blocks: 'always',
+      tapDtype: 'float16',
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'ladder-tap-order-'));
+    try {
+      const session = await createSession(toModelBytes(graph), { profile: join(dir, 'run') });
+      const T = 5;
+      const r = rng(3);
+      await session.run({
+        [IO.inputsEmbeds]: f32(
+          Array.from({ length: T * cfg.hiddenSize }, () => r() - 0.5),
+          [1, T, cfg.hiddenSize],
+        ),
+        [IO.attentionMask]: i64(new Array(T).fill(1), [1, T]),
+        [IO.positionIds]: i64(
+          Array.from({ length: T }, (_, t) => t),
+          [1, T],
+        ),
+      });
+      await session.dispose(); // writes the profile
+      const order = kernelsByRun(dir)[0]!.map((k) => k.name);
+      const at = (pred: (name: string) => boolean) => order.flatMap((n, i) => (pred(n) ? [i] : []));
+      for (let t = 0; t < cfg.layers; t++) {
+        // The output's Identity only hands the float16 tap out; the branch is everything else.
+        const branch = at((n) => n.startsWith(`/tap.${t}/`) && !n.includes('/outputs/'));
+        const kinds = new Set(
+          branch.map((i) => order[i]!.split('/')[2]!.replace(/_\d+.*|_kernel_time$/, '')),
+        );
+        expect([...kinds].sort(), `tap ${t}`).toEqual(
+          expect.arrayContaining(['Abs', 'Cast', 'Clip', 'ReduceMax']),
+        );
+        const nextLayer = at((n) => n.startsWith(`/layers.${t}/`));
+        expect(Math.max(...branch), `tap ${t}`).toBeLessThan(Math.min(...nextLayer));
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,6 +1,7 @@
 import {
   abs,
   add,
+  after,
   concat,
   DEFAULT_SCORE_BLOCK,
   type ExternalDataWriter,
@@ -214,18 +215,25 @@ export async function buildBackboneGraph(
     );
   }
   const absMaxes: Value[] = [];
-  const tap = (b: Value, i: number) => {
-    if (!tapSet.has(i)) return;
+  // Outputs tap i of b and returns `next`, the value the following layer reads first, read only
+  // after the tap's float16 branch (|b| max, clip, cast): otherwise onnxruntime ran every branch
+  // after the last layer, and all of b_0..b_L stayed alive in float32 to the end of the pass
+  // (128 MB at 2k tokens, d=1024, 16 taps).
+  const tap = (b: Value, i: number, next: Value): Value => {
+    if (!tapSet.has(i)) return next;
     if (o.tapDtype === 'float32') {
       g.output(b, IO.tap(i));
-      return;
+      return next;
     }
-    g.scope(`tap.${i}`, () => {
-      absMaxes.push(reduceMax(abs(b))); // (1, 1, 1)
-      g.output(toHalfClamped(b), IO.tap(i));
+    return g.scope(`tap.${i}`, () => {
+      const absMax = reduceMax(abs(b)); // (1, 1, 1)
+      absMaxes.push(absMax);
+      const half = toHalfClamped(b);
+      g.output(half, IO.tap(i));
+      return after(after(next, half), absMax);
     });
   };
-  tap(x, 0);
+  x = tap(x, 0, x);
   const invFreq = ropeInverseFrequencies(cfg);
   let rotary: Rotary;
   if (o.fused) {
@@ -307,8 +315,7 @@ export async function buildBackboneGraph(
       nrm.addNorm(mid.sum, down, nextNorm, last ? 'final_norm' : 'next_input_layernorm'),
     );
     x = out.sum; // (B, T, d) = b_{i+1}
-    h = out.normed; // the next layer's normed input; after the last layer, Norm(b_L)
-    tap(x, i + 1);
+    h = tap(x, i + 1, out.normed); // the next layer's normed input; after the last layer, Norm(b_L)
   }
   if (absMaxes.length) g.output(reduceMax(concat(absMaxes, 0), undefined, { keepdims: false }), IO.tapAbsMax);
 

@@ -15,6 +15,7 @@ export {
 } from './quantized.ts';
 export { type ReduceOptions, reduceMax, reduceMean, reduceSum, reduceSumSquare } from './reduce.ts';
 export {
+  after,
   concat,
   expand,
   expandAs,

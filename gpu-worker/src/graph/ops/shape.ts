@@ -11,6 +11,7 @@ import {
   shapeStr,
 } from '../dims.ts';
 import { add, mul, sub } from './arith.ts';
+import { cast } from './cast.ts';
 import { broadcast } from './check.ts';
 
 // Shape ops. Their shape arguments become int64 constant inputs, as ONNX wants them.
@@ -73,6 +74,27 @@ export const SIZE: OpDef = { type: 'Size', infer: () => [{ dtype: 'int64', shape
 /** Number of elements of x as an int64 scalar at run time. */
 export function sizeOf(x: Value): Value {
   return x.graph.op(SIZE, [x]);
+}
+
+/**
+ * x, read only once `dep` has been computed: x reshaped to its own shape (an alias, no copy), the
+ * target shape plus 0 x dep's first element. onnxruntime runs nodes in a depth-first order back
+ * from the graph's outputs, which can leave a branch whose values only leave the graph (a tap)
+ * until the end while its input stays alive; reading x through this puts the branch first in any
+ * order. It reads an element, not dep's shape: onnxruntime ran a Size of a Cast's output before
+ * the Cast itself.
+ */
+export function after(x: Value, dep: Value): Value {
+  const g = x.graph;
+  const axes = dep.shape.map((_, a) => a);
+  const first = slice(
+    dep,
+    axes.map(() => 0),
+    axes.map(() => 1),
+    axes,
+  ); // (1, ..., 1), dep's first element
+  const zero = mul(cast(reshape(first, [1]), 'int64'), g.vector([0]));
+  return g.op(RESHAPE, [x, add(runtimeShape(x), zero)], {}, { hints: [x.shape] });
 }
 
 /** ONNX Reshape: `spec` entries are sizes, 0 (copy this axis) or -1 (infer one axis). */
