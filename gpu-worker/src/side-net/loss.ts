@@ -7,6 +7,7 @@ import {
   exp,
   Graph,
   greater,
+  logSoftmax,
   matmul,
   mul,
   neg,
@@ -22,8 +23,7 @@ import {
   type Value,
   where,
 } from '../graph/index.ts';
-import { scatterElementsAdd } from '../graph/ops/gather-elements.ts';
-import { SOFTMAX_CROSS_ENTROPY } from '../graph/ops/softmax-cross-entropy.ts';
+import { gatherElements, scatterElementsAdd } from '../graph/ops/gather-elements.ts';
 
 export interface LmLossOptions {
   /** Tokens per chunk: the loss never holds more than (chunk, V) logits at once. */
@@ -46,7 +46,7 @@ export function defaultChunk(vocab: number): number {
  *
  *   hidden (B, T, d) ─ Reshape (N, d) ─ Pad to chunks·C ─ Reshape (chunks, C, d) ─┐
  *   labels (B, T)    ─ Reshape (N)    ─ Pad with ignore ─ Reshape (chunks, C) ────┴─ Scan:
- *       sum += Σ SoftmaxCrossEntropy(h_c W^T, l_c)                  (C, V) logits per iteration
+ *       sum += -Σ LogSoftmax(h_c W^T)[l_c]   (labelled rows)        (C, V) logits per iteration
  *       U_c = ((softmax(h_c W^T) - onehot(l_c)) · keep) @ W                (C, d) per iteration
  *   loss = sum / max(1, kept)
  *   backward (customGrad): d loss / d hidden = U · g / max(1, kept)
@@ -98,17 +98,17 @@ export function lmHeadCrossEntropy(
     // (logits, then U), never three times, and no (C, V) block outlives its iteration.
     const forward = chunkBody(g, 'lm_loss_chunk', C, d, dtype, (body, hc, lc) => {
       const w = body.outer(head);
-      const logits = matmul(hc, w, { transB: true }); // (C, V)
-      const [nll, logProb] = body.emit(SOFTMAX_CROSS_ENTROPY, [logits, lc], {
-        reduction: 'none',
-        ignore_index: o.ignoreIndex,
-      });
-      const sum = reduceSum(nll!, undefined, { keepdims: false }); // ()
-      if (!o.gradient) return [sum];
       const skip = equal(lc, body.scalar(o.ignoreIndex, 'int64')); // (C)
       const keep = unsqueeze(where(skip, body.scalar(0, dtype), body.scalar(1, dtype)), [-1]); // (C, 1)
       const column = unsqueeze(where(skip, body.scalar(0, 'int64'), lc), [-1]); // (C, 1)
-      const dLogits = scatterElementsAdd(mul(exp(logProb!), keep), column, neg(keep), 1); // (C, V)
+      // LogSoftmax over the last axis of the (C, V) logits, and the label's entry picked out. Not
+      // SoftmaxCrossEntropyLoss: onnxruntime expands it into a LogSoftmax over axis 1 of (C, V, 1),
+      // which it runs through transposed copies, two more (C, V) blocks at the chunk's peak.
+      const logProb = logSoftmax(matmul(hc, w, { transB: true })); // (C, V)
+      const nll = mul(neg(gatherElements(logProb, column, 1)), keep); // (C, 1), 0 where ignored
+      const sum = reduceSum(nll, undefined, { keepdims: false }); // ()
+      if (!o.gradient) return [sum];
+      const dLogits = scatterElementsAdd(mul(exp(logProb), keep), column, neg(keep), 1); // (C, V)
       return [sum, matmul(dLogits, w)]; // (), (C, d)
     });
     const [total, stacked] = scan(g, {
