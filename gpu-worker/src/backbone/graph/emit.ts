@@ -230,7 +230,7 @@ export async function buildBackboneGraph(
       absMaxes.push(absMax);
       const half = toHalfClamped(b);
       g.output(half, IO.tap(i));
-      return after(after(next, half), absMax);
+      return after(next, [half, absMax]);
     });
   };
   x = tap(x, 0, x);

@@ -77,24 +77,27 @@ export function sizeOf(x: Value): Value {
 }
 
 /**
- * x, read only once `dep` has been computed: x reshaped to its own shape (an alias, no copy), the
- * target shape plus 0 x dep's first element. onnxruntime runs nodes in a depth-first order back
- * from the graph's outputs, which can leave a branch whose values only leave the graph (a tap)
- * until the end while its input stays alive; reading x through this puts the branch first in any
- * order. It reads an element, not dep's shape: onnxruntime ran a Size of a Cast's output before
- * the Cast itself.
+ * x, read only once every one of `deps` has been computed: x reshaped to its own shape (an alias,
+ * no copy), the target shape plus 0 x each dep's first element. onnxruntime runs nodes in a
+ * depth-first order back from the graph's outputs, which can leave a branch whose values only
+ * leave the graph (a tap) until the end while its input stays alive; reading x through this puts
+ * the branch first in any order. It reads elements, not shapes: onnxruntime ran a Size of a Cast's
+ * output before the Cast itself.
  */
-export function after(x: Value, dep: Value): Value {
+export function after(x: Value, deps: readonly Value[]): Value {
   const g = x.graph;
-  const axes = dep.shape.map((_, a) => a);
-  const first = slice(
-    dep,
-    axes.map(() => 0),
-    axes.map(() => 1),
-    axes,
-  ); // (1, ..., 1), dep's first element
-  const zero = mul(cast(reshape(first, [1]), 'int64'), g.vector([0]));
-  return g.op(RESHAPE, [x, add(runtimeShape(x), zero)], {}, { hints: [x.shape] });
+  let target = runtimeShape(x);
+  for (const dep of deps) {
+    const axes = dep.shape.map((_, a) => a);
+    const first = slice(
+      dep,
+      axes.map(() => 0),
+      axes.map(() => 1),
+      axes,
+    ); // (1, ..., 1), dep's first element
+    target = add(target, mul(cast(reshape(first, [1]), 'int64'), g.vector([0])));
+  }
+  return g.op(RESHAPE, [x, target], {}, { hints: [x.shape] });
 }
 
 /** ONNX Reshape: `spec` entries are sizes, 0 (copy this axis) or -1 (infer one axis). */
