@@ -15,6 +15,7 @@ export {
   type VjpContext,
 } from './builder.ts';
 export { type Dim, type Shape, shapeStr } from './dims.ts';
+export { inPlaceProblems } from './in-place.ts';
 export { inlineGraph } from './inline.ts';
 export * from './models/index.ts';
 export * from './nn/index.ts';

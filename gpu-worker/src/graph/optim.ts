@@ -3,6 +3,7 @@ import { shapeEq } from './dims.ts';
 import { add, div, mul, scale, sub } from './ops/arith.ts';
 import { cast } from './ops/cast.ts';
 import { reduceSumSquare } from './ops/reduce.ts';
+import { after } from './ops/shape.ts';
 import { exp, greater, sqrt, where } from './ops/unary.ts';
 
 /**
@@ -131,25 +132,35 @@ export function clipByGlobalNorm(grads: readonly Value[], maxNorm: number): { gr
  *
  * The bias corrections are scalars computed in float64 (β^t as exp(t ln β): ONNX Pow here takes
  * a constant exponent, and 1 - β2^t in float32 would lose most digits at small t).
+ *
+ * Every new m, v and parameter waits for every gradient and for `waitFor` (the step's loss): the
+ * scalars they all use are read through `after`. Nothing of the forward or backward then runs
+ * after an update, in any order, so a runner may write the updates into the state's own buffers
+ * (`inPlaceProblems`, TrainLayout.inPlace). Without it, a forward value that only the loss needs
+ * (its gradient does not read it) could be computed from an already-updated weight.
  */
 export function adamw(
   slots: readonly AdamWSlot[],
   step: Value,
   lr: Value,
   opts: Partial<AdamWOptions> = {},
+  waitFor: readonly Value[] = [],
 ): { updates: AdamWUpdate[]; gradNorm: Value } {
   const o = adamwOptions(opts);
   const g = step.graph;
   checkSlots(slots, step, lr);
 
-  const { coef, norm } = globalNormClip(
+  const clip = globalNormClip(
     slots.map((s) => s.grad),
     o.maxGradNorm,
   );
+  const norm = clip.norm;
   const k = g.scope('scalars', () => {
+    const barrier = (x: Value) => after(x, [norm, ...waitFor]);
+    const coef = barrier(clip.coef);
     const one = g.scalar(1, 'float64');
-    const t = cast(step, 'float64');
-    const lr64 = cast(lr, 'float64');
+    const t = barrier(cast(step, 'float64'));
+    const lr64 = barrier(cast(lr, 'float64'));
     const bc1 = sub(one, exp(scale(t, Math.log(o.beta1))), 'Bc1');
     const sqrtBc2 = sqrt(sub(one, exp(scale(t, Math.log(o.beta2))), 'Bc2'));
     return {

@@ -1,6 +1,7 @@
 import { grad } from './autodiff.ts';
 import { type DType, Graph, GraphError, type Value } from './builder.ts';
 import type { Dim, Shape } from './dims.ts';
+import { inPlaceProblems } from './in-place.ts';
 import { add, div } from './ops/arith.ts';
 import { cast } from './ops/cast.ts';
 import { type AdamWOptions, type AdamWUpdate, adamw, adamwOptions } from './optim.ts';
@@ -52,6 +53,14 @@ export interface TrainLayout {
   outputs: { loss: string; gradNorm: string };
   /** State input -> the output carrying its next value (params, m, v, accumulators). */
   next: Record<string, string>;
+  /**
+   * Whether the models may write each next value into its input's buffer: every read of a state
+   * input comes before the write of its next value in any order onnxruntime may run the nodes
+   * (`inPlaceProblems`). Set by the builders; a runner then passes the state tensors as the
+   * outputs' buffers, so a step holds one copy of the state instead of three (inputs, outputs,
+   * and the JS copies of the outputs).
+   */
+  inPlace: boolean;
 }
 
 const SCALARS = {
@@ -103,6 +112,7 @@ export function trainLayout(spec: TrainStepSpec): TrainLayout {
     inputs: { step: SCALARS.step, lr: SCALARS.lr, microBatches: SCALARS.microBatches },
     outputs: { loss: SCALARS.loss, gradNorm: SCALARS.gradNorm },
     next,
+    inPlace: false,
   };
 }
 
@@ -154,11 +164,11 @@ export function buildTrainStep(spec: TrainStepSpec): { graph: Graph; layout: Tra
   const lr = g.input(layout.inputs.lr, 'float32', []);
   const { loss, grads } = lossAndGrads(g, spec, params, batchInputs(g, layout));
   const slots = params.map((p, i) => ({ ...p, grad: grads[i]!, m: m[i]!, v: v[i]! }));
-  const { updates, gradNorm } = g.scope('optim', () => adamw(slots, step, lr, optim));
+  const { updates, gradNorm } = g.scope('optim', () => adamw(slots, step, lr, optim, [loss]));
   outputUpdates(g, layout, updates);
   g.output(loss, layout.outputs.loss);
   g.output(gradNorm, layout.outputs.gradNorm);
-  return { graph: g, layout };
+  return { graph: g, layout: { ...layout, inPlace: inPlaceProblems(g, layout.next).length === 0 } };
 }
 
 /**
@@ -201,5 +211,6 @@ export function buildGradAccumulation(spec: TrainStepSpec): {
   const { updates, gradNorm } = ag.scope('optim', () => adamw(slots, step, lr, optim));
   outputUpdates(ag, layout, updates);
   ag.output(gradNorm, layout.outputs.gradNorm);
-  return { grad: gg, apply: ag, layout };
+  const inPlace = [gg, ag].every((graph) => inPlaceProblems(graph, layout.next).length === 0);
+  return { grad: gg, apply: ag, layout: { ...layout, inPlace } };
 }

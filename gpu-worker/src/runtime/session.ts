@@ -273,8 +273,15 @@ export class Session {
     return this.disposed;
   }
 
-  /** Every problem with `feeds` (missing, unknown, wrong dtype, rank or dims); [] when fine. */
-  check(feeds: Feeds, outputs?: readonly string[]): string[] {
+  /**
+   * Every problem with `feeds` (missing, unknown, wrong dtype, rank or dims) and with the output
+   * buffers `into` (unknown, wrong dtype); [] when fine.
+   */
+  check(
+    feeds: Feeds,
+    outputs?: readonly string[],
+    into: Readonly<Record<string, ort.Tensor>> = {},
+  ): string[] {
     const problems: string[] = [];
     const missing = this.inputs.filter((s) => fed(feeds, s.name) === undefined).map((s) => s.name);
     const unknown = Object.keys(feeds).filter((n) => !this.inputByName.has(n));
@@ -293,15 +300,39 @@ export class Session {
       const t = fed(feeds, spec.name);
       if (t !== undefined) problems.push(...feedProblems(spec, t, bound));
     }
+    for (const [name, t] of Object.entries(into)) {
+      const spec = this.outputs.find((o) => o.name === name);
+      if (!spec) problems.push(`output buffer for unknown output '${name}'`);
+      else if (outputs && !outputs.includes(name))
+        problems.push(`output buffer for '${name}', which is not asked for`);
+      else if (t.type !== spec.type)
+        problems.push(`${name}: output buffer of dtype ${t.type}, model gives ${spec.type}`);
+    }
     return problems;
   }
 
-  /** Run the model; all outputs unless `outputs` names some. Feeds are checked first. */
-  async run(feeds: Feeds, outputs?: readonly string[]): Promise<Record<string, ort.Tensor>> {
+  /**
+   * Run the model; all outputs unless `outputs` names some. Feeds are checked first.
+   * `into` gives outputs a buffer of the caller's (of the output's shape): onnxruntime writes the
+   * output there instead of allocating it, and onnxruntime-node still hands back its own copy.
+   */
+  async run(
+    feeds: Feeds,
+    outputs?: readonly string[],
+    into: Readonly<Record<string, ort.Tensor>> = {},
+  ): Promise<Record<string, ort.Tensor>> {
     if (this.disposed) throw new Error('session.run: this session was disposed');
-    const problems = this.check(feeds, outputs);
+    const problems = this.check(feeds, outputs, into);
     if (problems.length) throw new FeedError(problems);
-    const pending = outputs ? this.inner.run(feeds, [...outputs]) : this.inner.run(feeds);
+    const names = outputs ?? this.outputNames;
+    const pending = Object.keys(into).length
+      ? this.inner.run(
+          feeds,
+          Object.fromEntries(names.map((n) => [n, Object.hasOwn(into, n) ? into[n]! : null])),
+        )
+      : outputs
+        ? this.inner.run(feeds, [...outputs])
+        : this.inner.run(feeds);
     this.inFlight.add(pending);
     try {
       return (await pending) as Record<string, ort.Tensor>;

@@ -1,12 +1,19 @@
 import { performance } from 'node:perf_hooks';
 import * as ort from 'onnxruntime-node';
 import type { TrainLayout } from '../graph/index.ts';
-import { createSession, type Feeds, type Session, type SessionOptions } from './session.ts';
+import { createSession, FeedError, type Feeds, type Session, type SessionOptions } from './session.ts';
 
 /**
  * Drives the training-step models built by graph/train-step.ts. Parameters, Adam moments and
  * gradient accumulators live in onnxruntime tensors: the outputs of one run are the inputs of
  * the next (paired by `layout.next`), so nothing is copied through JS arrays between steps.
+ *
+ * When the layout allows it (`layout.inPlace`), each run writes the next state into the state
+ * tensors themselves: they go to onnxruntime as the `.next` outputs' buffers. A step then holds
+ * one copy of the state, not the inputs plus onnxruntime's outputs plus onnxruntime-node's JS
+ * copies of them (~130 MB more at a step's end for LST's 5.5M parameters). The copies
+ * onnxruntime-node still returns are dropped. A run that fails part way may have written part
+ * of the state, so the runner then refuses to go on (resume from a checkpoint).
  */
 
 export interface TrainModels {
@@ -34,6 +41,8 @@ export class TrainRunner {
   /** Wall time spent inside onnxruntime, to tell it apart from the JS around it. */
   readonly timing = { lastRunMs: 0, totalRunMs: 0, runs: 0 };
   private busy = false;
+  /** Why the state can no longer be trusted (an in-place run failed part way). */
+  private broken: string | undefined;
 
   private constructor(
     private readonly layout: TrainLayout,
@@ -79,9 +88,10 @@ export class TrainRunner {
         else state.set(name, new ort.Tensor(p.dtype, data.slice(), p.shape));
       }
       if (models.grad) {
-        // accumulators only where there is accumulation (a copy of the parameters' size)
+        // accumulators only where there is accumulation (a copy of the parameters' size); an
+        // in-place runner writes into its accumulators, so they are not the shared zeros
         zeros.set(p.acc, zerosOf(p.dtype, p.shape));
-        state.set(p.acc, zeros.get(p.acc)!);
+        state.set(p.acc, layout.inPlace ? zerosOf(p.dtype, p.shape) : zeros.get(p.acc)!);
       }
     }
     if (!models.step && !(models.grad && models.apply)) bad.push('no step model and no grad + apply pair');
@@ -147,7 +157,10 @@ export class TrainRunner {
         [this.layout.inputs.microBatches]: new ort.Tensor('float32', Float32Array.of(n), []),
       };
       const out = await this.run(session, feeds);
-      for (const [acc, zero] of this.zeros) this.state.set(acc, zero);
+      for (const [acc, zero] of this.zeros) {
+        if (this.layout.inPlace) (this.state.get(acc)!.data as StateArray).fill(0);
+        else this.state.set(acc, zero);
+      }
       this.microBatches = 0;
       this.t++;
       return { gradNorm: scalarOf(out, this.layout.outputs.gradNorm), microBatches: n };
@@ -160,8 +173,9 @@ export class TrainRunner {
   }
 
   /**
-   * The current parameter tensors themselves, no copy (to feed an evaluation model). An update
-   * replaces them with its outputs and never writes into them, so they stay valid as they are.
+   * The current parameter tensors themselves, no copy (to feed an evaluation model between
+   * updates). An in-place runner's next update writes the new values into them; otherwise the
+   * update replaces them and they keep the values they had.
    */
   paramTensors(): Record<string, ort.Tensor> {
     return Object.fromEntries(this.layout.params.map((p) => [p.name, this.state.get(p.name)!]));
@@ -194,21 +208,39 @@ export class TrainRunner {
     };
   }
 
-  /** Run with the state inputs this session takes, then adopt its `.next` outputs as the new state. */
+  /**
+   * Run with the state inputs this session takes; its `.next` outputs become the new state,
+   * written into the state tensors themselves when the layout allows it.
+   */
   private async run(session: Session, feeds: Feeds): Promise<Record<string, ort.Tensor>> {
+    if (this.broken) throw new Error(`TrainRunner: ${this.broken}`);
     const all: Feeds = { ...feeds };
     for (const name of session.inputNames) {
       const t = this.state.get(name);
       if (t !== undefined) all[name] = t;
     }
+    const into: Record<string, ort.Tensor> = {};
+    if (this.layout.inPlace) {
+      const outputs = new Set(session.outputNames);
+      for (const [input, output] of Object.entries(this.layout.next))
+        if (outputs.has(output) && all[input] !== undefined) into[output] = all[input];
+    }
     const t0 = performance.now();
-    const out = await session.run(all);
+    let out: Record<string, ort.Tensor>;
+    try {
+      out = await session.run(all, undefined, into);
+    } catch (err) {
+      // a FeedError is raised before anything runs
+      if (Object.keys(into).length && !(err instanceof FeedError))
+        this.broken = `a run failed after it may have written part of the state in place (${(err as Error).message}); start a new runner from the last checkpoint`;
+      throw err;
+    }
     this.timing.lastRunMs = performance.now() - t0;
     this.timing.totalRunMs += this.timing.lastRunMs;
     this.timing.runs++;
     for (const [input, output] of Object.entries(this.layout.next)) {
       const t = out[output];
-      if (t !== undefined) this.state.set(input, t);
+      if (t !== undefined && into[output] === undefined) this.state.set(input, t);
     }
     return out;
   }

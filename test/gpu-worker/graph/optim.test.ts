@@ -3,13 +3,17 @@ import {
   ADAMW_DEFAULTS,
   type AdamWOptions,
   adamw,
+  after,
   buildGradAccumulation,
   buildTrainStep,
   decaysByDefault,
   Graph,
   GraphError,
+  inPlaceProblems,
+  matmul,
   mul,
   reduceSum,
+  scan,
   toModelBytes,
 } from '../../../gpu-worker/src/graph/index.ts';
 import { createSession, f32, i64, type Tensor } from '../../../gpu-worker/src/runtime/index.ts';
@@ -261,5 +265,66 @@ describe('train-step model layout', () => {
     expect(() => buildTrainStep(spec)).toThrow(
       /param m_w: shape \[n\].*name 'm_w' is used twice.*name 'lr' is used twice/,
     );
+  });
+});
+
+describe('writing the next state in place (layout.inPlace)', () => {
+  // h = x W1, y = h W2: the backward reads W2 for dh (which only W1's gradient needs).
+  const twoLayers = (maxGradNorm: number) => ({
+    params: [
+      { name: 'w1', shape: [3, 4] },
+      { name: 'w2', shape: [4, 2] },
+    ],
+    batch: [{ name: 'x', dtype: 'float32' as const, shape: ['batch', 3] }],
+    loss: (
+      _g: Graph,
+      p: Record<string, ReturnType<Graph['input']>>,
+      b: Record<string, ReturnType<Graph['input']>>,
+    ) => reduceSum(matmul(matmul(b.x!, p.w1!), p.w2!), undefined, { keepdims: false }),
+    optim: { maxGradNorm },
+  });
+
+  it('holds for a built step, clipped or not: every update waits for the loss and every gradient', () => {
+    // Without the wait, the forward y = h W2 (which only the loss needs: the gradient of a sum
+    // does not read y) and, unclipped, the backward's dh = dy W2^T could read W2 after its update.
+    for (const maxGradNorm of [1, Number.POSITIVE_INFINITY]) {
+      const { graph, layout } = buildTrainStep(twoLayers(maxGradNorm));
+      expect(inPlaceProblems(graph, layout.next), `maxGradNorm ${maxGradNorm}`).toEqual([]);
+      expect(layout.inPlace).toBe(true);
+      expect(buildGradAccumulation(twoLayers(maxGradNorm)).layout.inPlace).toBe(true);
+    }
+  });
+
+  it('names a read that need not come before the write', () => {
+    const build = (waits: boolean) => {
+      const g = new Graph();
+      const w = g.input('w', 'float32', [2, 2]);
+      const x = g.input('x', 'float32', [3, 2]);
+      const y = g.output(matmul(x, w), 'y'); // reads w; the update below does not need it
+      const next = mul(waits ? after(w, [y]) : w, g.scalar(0.5), 'Update');
+      g.output(next, 'w.next');
+      return inPlaceProblems(g, { w: 'w.next' });
+    };
+    expect(build(false)).toEqual([
+      "'w' is read by /MatMul, which need not run before /Update writes its next value",
+    ]);
+    expect(build(true)).toEqual([]);
+  });
+
+  it('counts what a Scan body reads from the enclosing graph by name', () => {
+    const build = (bodyReadsW: boolean) => {
+      const g = new Graph();
+      const w = g.input('w', 'float32', [2]);
+      const xs = g.input('xs', 'float32', [3, 2]);
+      const body = new Graph();
+      const slice = body.input('slice', 'float32', [2]);
+      body.output(bodyReadsW ? mul(slice, body.outer(w)) : mul(slice, slice), 'out');
+      const [ys] = scan(g, { body, states: [], scans: [xs], outShapes: [[3, 2]] });
+      g.output(ys!, 'ys');
+      g.output(mul(w, g.scalar(0.5)), 'w.next');
+      return inPlaceProblems(g, { w: 'w.next' });
+    };
+    expect(build(false)).toEqual([]);
+    expect(build(true)).toEqual([expect.stringMatching(/^'w' is read by \/Scan, which need not run before/)]);
   });
 });

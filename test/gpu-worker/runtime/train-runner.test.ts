@@ -4,6 +4,7 @@ import {
   buildGradAccumulation,
   buildTrainStep,
   type Graph,
+  gather,
   matmul,
   mul,
   reduceMean,
@@ -13,7 +14,7 @@ import {
   toModelBytes,
   type Value,
 } from '../../../gpu-worker/src/graph/index.ts';
-import { collectGarbage, f32, type Tensor, TrainRunner } from '../../../gpu-worker/src/runtime/index.ts';
+import { collectGarbage, f32, i64, type Tensor, TrainRunner } from '../../../gpu-worker/src/runtime/index.ts';
 import { rng } from '../../helpers/gradcheck.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -193,6 +194,62 @@ describe('TrainRunner with the one-model step', () => {
     let last = first;
     for (let i = 1; i < 300; i++) last = (await runner.step(data, 0.02)).loss;
     expect(last, `loss ${first} -> ${last}`).toBeLessThan(first / 100);
+    await runner.dispose();
+  });
+});
+
+describe('TrainRunner writing the next state in place', () => {
+  it('updates the state tensors themselves, bit for bit as a runner that adopts its outputs', async () => {
+    const { graph, layout } = buildTrainStep(mlp);
+    expect(layout.inPlace).toBe(true);
+    const bytes = toModelBytes(graph);
+    const inPlace = await TrainRunner.create({ layout, step: bytes }, initParams(mlp, 4));
+    const adopting = await TrainRunner.create(
+      { layout: { ...layout, inPlace: false }, step: bytes },
+      initParams(mlp, 4),
+    );
+    const held = inPlace.paramTensors()['l1.weight']!;
+    const before = Float32Array.from(held.data as Float32Array);
+    const adoptedBefore = adopting.paramTensors()['l1.weight']!;
+    const data = mlpData(rng(6), 16);
+    for (let i = 0; i < 10; i++) {
+      const a = await inPlace.step(data, 0.01);
+      const b = await adopting.step(data, 0.01);
+      expect(a, `step ${i + 1}`).toEqual(b);
+    }
+    expect(inPlace.optimizerState()).toEqual(adopting.optimizerState());
+    expect(inPlace.paramTensors()['l1.weight'], 'the same tensor').toBe(held);
+    expect(Array.from(held.data as Float32Array), 'written in place').toEqual(
+      Array.from(inPlace.params()['l1.weight']!),
+    );
+    expect(maxDiff(held.data as Float32Array, Array.from(before)), 'moved').toBeGreaterThan(1e-3);
+    expect(adopting.paramTensors()['l1.weight'], 'replaced by the outputs').not.toBe(adoptedBefore);
+    await Promise.all([inPlace.dispose(), adopting.dispose()]);
+  });
+
+  it('refuses to go on after a run that failed inside onnxruntime (the state may be half written)', async () => {
+    // loss = sum(E[ids]^2): an id past the table's end fails in onnxruntime's Gather, past the feed check
+    const spec: TrainStepSpec = {
+      params: [{ name: 'emb', shape: [4, 2] }],
+      batch: [{ name: 'ids', dtype: 'int64', shape: ['batch'] }],
+      loss: (_g, p, b) => {
+        const rows = gather(p.emb!, b.ids!);
+        return reduceMean(mul(rows, rows), undefined, { keepdims: false });
+      },
+    };
+    const { graph, layout } = buildTrainStep(spec);
+    expect(layout.inPlace).toBe(true);
+    const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, initParams(spec, 1));
+    const ids = (xs: number[]) => ({ ids: i64(xs, [xs.length]) });
+    await runner.step(ids([0, 3]), 0.1);
+    await expect(runner.step({ ids: f32([0], [1]) }, 0.1), 'a feed error runs nothing').rejects.toThrow(
+      /dtype/,
+    );
+    await runner.step(ids([1]), 0.1);
+    await expect(runner.step(ids([9]), 0.1)).rejects.toThrow(/out of (data )?bounds|invalid|out of range/i);
+    await expect(runner.step(ids([0]), 0.1)).rejects.toThrow(
+      /may have written part of the state in place.*start a new runner from the last checkpoint/,
+    );
     await runner.dispose();
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildBackboneGraph, IO, type LinearKernel } from '../../../gpu-worker/src/backbone/graph/emit.ts';
 import type { BackboneConfig } from '../../../gpu-worker/src/backbone/types.ts';
-import { Graph, grad, toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
+import { Graph, grad, inPlaceProblems, toModelBytes } from '../../../gpu-worker/src/graph/index.ts';
 import { createSession, f32, i64, type Tensor, TrainRunner } from '../../../gpu-worker/src/runtime/index.ts';
 import {
   buildQloraTrainStep,
@@ -79,6 +79,8 @@ describe('QLoRA: LoRA on every linear layer of the 4-bit backbone', () => {
       rank: 4,
     });
     expect(layout.params).toHaveLength(cfg.layers * LORA_TARGETS.length * 2);
+    expect(inPlaceProblems(graph, layout.next), 'updates may be written in place').toEqual([]);
+    expect(layout.inPlace).toBe(true);
     expect(layout.batch.map((b) => b.name)).toEqual([
       'input_ids',
       'labels',

@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { buildBackboneGraph, IO } from '../../../gpu-worker/src/backbone/graph/emit.ts';
 import { HF_NAMES } from '../../../gpu-worker/src/backbone/types.ts';
-import { type Graph, toModelBytes, type Value } from '../../../gpu-worker/src/graph/index.ts';
+import {
+  buildTrainStep,
+  type Graph,
+  inPlaceProblems,
+  toModelBytes,
+  type Value,
+} from '../../../gpu-worker/src/graph/index.ts';
 import { createSession, f32, i64, type Tensor } from '../../../gpu-worker/src/runtime/index.ts';
 import {
   buildSideInferenceGraph,
@@ -12,6 +18,7 @@ import {
   SIDE_IO,
   sideForward,
   sideNetParams,
+  sideTrainSpec,
   xladderPreset,
 } from '../../../gpu-worker/src/side-net/index.ts';
 import { gradcheck, rng } from '../../helpers/gradcheck.ts';
@@ -149,6 +156,20 @@ describe('side networks', () => {
         specs.map((p) => ({ name: p.name.replaceAll('.', '_'), shape: p.shape })),
         { tol: 2e-6 },
       );
+    },
+  );
+});
+
+describe('the side-net training step', () => {
+  it.each([
+    ['lst', lstPreset(cfg, { reduction_factor: 4 })],
+    ['xladder', xladderPreset(cfg, 2, { reduction_factor: 4 })],
+  ] as const)(
+    '%s: every read of the state comes before its update, so runners update in place',
+    (_, config) => {
+      const { graph, layout } = buildTrainStep(sideTrainSpec(resolveSideNet(cfg, config)));
+      expect(inPlaceProblems(graph, layout.next)).toEqual([]);
+      expect(layout.inPlace).toBe(true);
     },
   );
 });

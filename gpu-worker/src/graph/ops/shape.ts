@@ -89,12 +89,14 @@ export function after(x: Value, deps: readonly Value[]): Value {
   let target = runtimeShape(x);
   for (const dep of deps) {
     const axes = dep.shape.map((_, a) => a);
-    const first = slice(
-      dep,
-      axes.map(() => 0),
-      axes.map(() => 1),
-      axes,
-    ); // (1, ..., 1), dep's first element
+    const first = axes.length
+      ? slice(
+          dep,
+          axes.map(() => 0),
+          axes.map(() => 1),
+          axes,
+        ) // (1, ..., 1), dep's first element
+      : dep;
     target = add(target, mul(cast(reshape(first, [1]), 'int64'), g.vector([0])));
   }
   return g.op(RESHAPE, [x, target], {}, { hints: [x.shape] });
