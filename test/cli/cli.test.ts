@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageReport } from '@ladder/schemas';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { runCli } from './run-cli.ts';
 import { BACKBONE, STAND_IN_ADMIN_TOKEN, STAND_IN_KEY, StandInEdge } from './stand-in-edge.ts';
 
@@ -134,6 +134,7 @@ describe('ladder (settings, errors, help, usage, models, admin)', () => {
 
   it('reads .data/dev-tenant.json from the working directory up, but only sends its key to its edge', async () => {
     const project = mkdtempSync(join(tmpdir(), 'ladder-project-'));
+    onTestFinished(() => rmSync(project, { recursive: true, force: true }));
     mkdirSync(join(project, '.data'));
     mkdirSync(join(project, 'sub', 'dir'), { recursive: true });
     writeFileSync(

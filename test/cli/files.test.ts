@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from './run-cli.ts';
 import { STAND_IN_KEY, StandInEdge } from './stand-in-edge.ts';
 
@@ -26,6 +26,7 @@ describe('ladder files', () => {
     dir = mkdtempSync(join(tmpdir(), 'ladder-files-'));
     edge.uploadRefusal = null;
   });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it('uploads a JSONL file as multipart and prints its id on stdout', async () => {
     writeFileSync(join(dir, 'train.jsonl'), `${chatLine('2+2?', '4')}\n${chatLine('3+3?', '6')}\n`);

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -21,7 +21,10 @@ describe('ladder jobs', () => {
     );
     fileId = (await runCli(['files', 'upload', 'train.jsonl'], { env, cwd: dir })).stdout.trim();
   });
-  afterAll(() => edge.close());
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+    return edge.close();
+  });
   beforeEach(() => {
     edge.script = trainingScript(4);
     edge.eventsPerStream = Number.POSITIVE_INFINITY;

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -35,6 +35,8 @@ export async function runCli(args: string[], options: RunOptions = {}): Promise<
     };
     return out;
   };
+  // Removed after the run: nothing of a test's CLI run stays behind in the system's temp folder.
+  const cwd = options.cwd ?? mkdtempSync(join(tmpdir(), 'ladder-cli-'));
   const stdout = capture(false);
   const stderr = capture(options.tty ?? false);
   const io: CliIo = {
@@ -42,8 +44,12 @@ export async function runCli(args: string[], options: RunOptions = {}): Promise<
     stderr,
     stdin: Readable.from((options.stdin ?? []).map((line) => `${line}\n`)),
     env: options.env ?? {},
-    cwd: options.cwd ?? mkdtempSync(join(tmpdir(), 'ladder-cli-')),
+    cwd,
   };
-  const code = await main(args, io);
-  return { code, stdout: stdout.text, stderr: stderr.text };
+  try {
+    const code = await main(args, io);
+    return { code, stdout: stdout.text, stderr: stderr.text };
+  } finally {
+    if (options.cwd === undefined) rmSync(cwd, { recursive: true, force: true });
+  }
 }

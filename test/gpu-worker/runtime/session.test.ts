@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { encodeModel, node, valueInfo } from '../../../gpu-worker/src/graph/proto.ts';
 import {
   availableProviders,
@@ -225,7 +225,7 @@ describe('Session', () => {
 
   it('opens a model from a file path, and names a path that is not there', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ladder-session-'));
-    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const path = join(dir, 'tiny.onnx');
     writeFileSync(path, tinyModel());
     const session = await createSession(path);
