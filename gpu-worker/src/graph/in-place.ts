@@ -43,12 +43,9 @@ export function inPlaceProblems(g: Graph, next: Readonly<Record<string, string>>
     }
   }
 
-  const readers = new Map<Value, number[]>();
+  const readers = new Map<Value, number[]>(pairs.map((p) => [p.input, []])); // state input -> nodes
   reads.forEach((vs, i) => {
-    for (const v of vs) {
-      if (!readers.has(v)) readers.set(v, []);
-      readers.get(v)!.push(i);
-    }
+    for (const v of vs) readers.get(v)?.push(i);
   });
   const problems: string[] = [];
   pairs.forEach((p, k) => {
@@ -56,9 +53,7 @@ export function inPlaceProblems(g: Graph, next: Readonly<Record<string, string>>
       problems.push(`'${p.input.name}': no node of the model computes its next value`);
       return;
     }
-    const late = (readers.get(p.input) ?? []).filter(
-      (i) => ((reach[i * words + (k >> 5)]! >>> (k & 31)) & 1) === 0,
-    );
+    const late = readers.get(p.input)!.filter((i) => ((reach[i * words + (k >> 5)]! >>> (k & 31)) & 1) === 0);
     if (late.length)
       problems.push(
         `'${p.input.name}' is read by ${nodes[late[0]!]!.name}${late.length > 1 ? ` (and ${late.length - 1} more)` : ''}, ` +

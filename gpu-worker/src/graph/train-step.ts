@@ -57,8 +57,8 @@ export interface TrainLayout {
    * Whether the models may write each next value into its input's buffer: every read of a state
    * input comes before the write of its next value in any order onnxruntime may run the nodes
    * (`inPlaceProblems`). Set by the builders; a runner then passes the state tensors as the
-   * outputs' buffers, so a step holds one copy of the state instead of three (inputs, outputs,
-   * and the JS copies of the outputs).
+   * outputs' buffers, so a step ends with two copies of the state instead of three (onnxruntime's
+   * own outputs are gone; onnxruntime-node's JS copies of them remain until dropped).
    */
   inPlace: boolean;
 }

@@ -247,7 +247,7 @@ export class Session {
   readonly inputs: readonly IoSpec[];
   readonly outputs: readonly IoSpec[];
   private readonly inputByName: ReadonlyMap<string, IoSpec>;
-  private readonly outputSet: ReadonlySet<string>;
+  private readonly outputByName: ReadonlyMap<string, IoSpec>;
   private disposed = false;
   private readonly inFlight = new Set<Promise<unknown>>();
 
@@ -258,7 +258,7 @@ export class Session {
     this.inputs = inner.inputMetadata.map(specOf);
     this.outputs = inner.outputMetadata.map(specOf);
     this.inputByName = new Map(this.inputs.map((s) => [s.name, s]));
-    this.outputSet = new Set(this.outputNames);
+    this.outputByName = new Map(this.outputs.map((s) => [s.name, s]));
   }
 
   get inputNames(): readonly string[] {
@@ -289,7 +289,7 @@ export class Session {
     if (unknown.length) {
       problems.push(`unknown inputs: ${unknown.join(', ')} (the model takes ${nameList(this.inputNames)})`);
     }
-    const unknownOut = (outputs ?? []).filter((n) => !this.outputSet.has(n));
+    const unknownOut = (outputs ?? []).filter((n) => !this.outputByName.has(n));
     if (unknownOut.length) {
       problems.push(
         `unknown outputs: ${unknownOut.join(', ')} (the model gives ${nameList(this.outputNames)})`,
@@ -301,7 +301,7 @@ export class Session {
       if (t !== undefined) problems.push(...feedProblems(spec, t, bound));
     }
     for (const [name, t] of Object.entries(into)) {
-      const spec = this.outputs.find((o) => o.name === name);
+      const spec = this.outputByName.get(name);
       if (!spec) problems.push(`output buffer for unknown output '${name}'`);
       else if (outputs && !outputs.includes(name))
         problems.push(`output buffer for '${name}', which is not asked for`);

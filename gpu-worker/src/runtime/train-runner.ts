@@ -9,11 +9,11 @@ import { createSession, FeedError, type Feeds, type Session, type SessionOptions
  * the next (paired by `layout.next`), so nothing is copied through JS arrays between steps.
  *
  * When the layout allows it (`layout.inPlace`), each run writes the next state into the state
- * tensors themselves: they go to onnxruntime as the `.next` outputs' buffers. A step then holds
- * one copy of the state, not the inputs plus onnxruntime's outputs plus onnxruntime-node's JS
- * copies of them (~130 MB more at a step's end for LST's 5.5M parameters). The copies
- * onnxruntime-node still returns are dropped. A run that fails part way may have written part
- * of the state, so the runner then refuses to go on (resume from a checkpoint).
+ * tensors themselves: they go to onnxruntime as the `.next` outputs' buffers. At a step's end
+ * there are then two copies of the state (the state, and the JS copies onnxruntime-node still
+ * returns of those outputs, dropped at once) instead of three (inputs, onnxruntime's outputs and
+ * their JS copies: ~65 MB more for LST's 5.5M parameters). A run that fails part way may have
+ * written part of the state, so the runner then refuses to go on (resume from a checkpoint).
  */
 
 export interface TrainModels {
@@ -89,9 +89,10 @@ export class TrainRunner {
       }
       if (models.grad) {
         // accumulators only where there is accumulation (a copy of the parameters' size); an
-        // in-place runner writes into its accumulators, so they are not the shared zeros
-        zeros.set(p.acc, zerosOf(p.dtype, p.shape));
-        state.set(p.acc, layout.inPlace ? zerosOf(p.dtype, p.shape) : zeros.get(p.acc)!);
+        // in-place runner zeroes its own after an update, any other swaps this zero tensor back in
+        const zero = zerosOf(p.dtype, p.shape);
+        state.set(p.acc, zero);
+        if (!layout.inPlace) zeros.set(p.acc, zero);
       }
     }
     if (!models.step && !(models.grad && models.apply)) bad.push('no step model and no grad + apply pair');
@@ -157,10 +158,9 @@ export class TrainRunner {
         [this.layout.inputs.microBatches]: new ort.Tensor('float32', Float32Array.of(n), []),
       };
       const out = await this.run(session, feeds);
-      for (const [acc, zero] of this.zeros) {
-        if (this.layout.inPlace) (this.state.get(acc)!.data as StateArray).fill(0);
-        else this.state.set(acc, zero);
-      }
+      if (this.layout.inPlace)
+        for (const p of this.layout.params) (this.state.get(p.acc)!.data as StateArray).fill(0);
+      else for (const [acc, zero] of this.zeros) this.state.set(acc, zero);
       this.microBatches = 0;
       this.t++;
       return { gradNorm: scalarOf(out, this.layout.outputs.gradNorm), microBatches: n };
