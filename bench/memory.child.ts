@@ -156,6 +156,7 @@ if (arg.method === 'qlora') {
     }
   }
 }
+const measured = times.map(Math.round);
 times.sort((a, b) => a - b);
 console.log(
   JSON.stringify({
@@ -163,6 +164,7 @@ console.log(
     T,
     B,
     step_ms: Math.round(times[Math.floor(times.length / 2)]!),
+    steps_ms: measured,
     ...(backboneTimes.length
       ? {
           backbone_ms: Math.round(backboneTimes.sort((a, b) => a - b)[Math.floor(backboneTimes.length / 2)]!),
