@@ -17,6 +17,7 @@ import {
 import { i64, TrainRunner } from '../gpu-worker/src/runtime/index.ts';
 import { Rng } from '../gpu-worker/src/util/rng.ts';
 import { matmulGflops } from './matmul.bench.ts';
+import { median } from './stats.ts';
 
 const CFG: CausalLMConfig = {
   vocab: 8192,
@@ -32,11 +33,6 @@ const B = Number(process.env.BENCH_BATCH ?? 4);
 const T = Number(process.env.BENCH_SEQ ?? 512);
 const STEPS = Number(process.env.BENCH_STEPS ?? 6);
 const here = dirname(fileURLToPath(import.meta.url));
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 /** PyTorch eager on the same step, when Debian's python3-torch is installed (optional). */
 function torchReference(): { torch_step_ms: number } | undefined {

@@ -28,6 +28,7 @@ import {
 } from '../gpu-worker/src/side-net/index.ts';
 import { buildQloraTrainStep } from '../gpu-worker/src/side-net/qlora.ts';
 import { BackbonePass } from '../gpu-worker/src/side-net/trainer/index.ts';
+import { median } from './stats.ts';
 
 const arg = JSON.parse(process.argv[2]!) as {
   method: 'build-qlora' | 'lst' | 'xladder' | 'qlora';
@@ -156,18 +157,16 @@ if (arg.method === 'qlora') {
     }
   }
 }
-const measured = times.map(Math.round);
-times.sort((a, b) => a - b);
 console.log(
   JSON.stringify({
     method: arg.method,
     T,
     B,
-    step_ms: Math.round(times[Math.floor(times.length / 2)]!),
-    steps_ms: measured,
+    step_ms: Math.round(median(times)),
+    steps_ms: times.map(Math.round),
     ...(backboneTimes.length
       ? {
-          backbone_ms: Math.round(backboneTimes.sort((a, b) => a - b)[Math.floor(backboneTimes.length / 2)]!),
+          backbone_ms: Math.round(median(backboneTimes)),
         }
       : {}),
     peak_mb: Math.round(process.resourceUsage().maxRSS / 1024),

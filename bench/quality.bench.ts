@@ -47,6 +47,7 @@ import {
   SideLogits,
   type Task,
 } from './quality.tasks.ts';
+import { median } from './stats.ts';
 
 const D = Number(process.env.BENCH_D ?? 256);
 const LAYERS = Number(process.env.BENCH_LAYERS ?? 4);
@@ -103,7 +104,6 @@ function listEnv<T extends string>(name: string, known: readonly T[]): T[] {
   if (unknown.length) throw new Error(`${name}: unknown ${unknown.join(', ')} (known: ${known.join(', ')})`);
   return picked as T[];
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
 const round = (x: number, digits = 4) => +x.toFixed(digits);
 const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 /** How to read the results (printed with them). */

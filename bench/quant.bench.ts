@@ -5,13 +5,9 @@ import type { QuantizedLinear } from '../gpu-worker/src/backbone/types.ts';
 import { Graph, matmul, toModelBytes } from '../gpu-worker/src/graph/index.ts';
 import { createSession, f32, type Session } from '../gpu-worker/src/runtime/index.ts';
 import { Rng } from '../gpu-worker/src/util/rng.ts';
+import { median } from './stats.ts';
 
 const D = 2048;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 /** Best-of-reps quantize time for an (N, K) weight, as params/s. */
 function quantizeRate(w: Float32Array, opts: Parameters<typeof quantizeLinear>[3], reps = 5): number {

@@ -19,6 +19,7 @@ import { initSideNet, lstPreset, resolveSideNet, sideNetParams } from '../gpu-wo
 import { Rng } from '../gpu-worker/src/util/rng.ts';
 import { type AdapterRef, SamplingParams } from '../schemas/index.ts';
 import { writeTinyCheckpoint } from '../test/helpers/tiny-checkpoint.ts';
+import { median } from './stats.ts';
 
 const ADAPTERS = 32;
 const MAX_TOKENS = Number(process.env.BENCH_TOKENS ?? 24);
@@ -104,7 +105,6 @@ try {
     const rowCopies = model.counters.adapterRowCopies - before.adapterRowCopies;
     return { tokensPerS: tokens / seconds, ttft: metrics.ttft, steps, prefills, sidePasses, rowCopies };
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
   await load(ADAPTERS, (i) => refs[i]!); // warm-up: sessions, caches, allocator
   await load(ADAPTERS, () => refs[0]!);
