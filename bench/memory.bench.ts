@@ -84,6 +84,12 @@ try {
       bench: 'memory',
       backbone: { d: D, layers: LAYERS, vocab: 32000, bits: 4 },
       steps_measured: STEPS,
+      // LST and xLadder run through the trainer (trainSideNet): two windows of W micro-batches,
+      // the second timed with its backbone load; QLoRA runs its step STEPS times after a warm-up.
+      side_nets: {
+        taps: process.env.BENCH_SCHEDULE === 'interleaved' ? 'interleaved' : 'phased',
+        window: Math.max(2, STEPS),
+      },
       configs: results,
       peak_ratio_lst_over_qlora_t2048: ratio(
         num('t2048_b1', 'lst_peak_mb'),

@@ -4,30 +4,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadConfig, openCheckpoint } from '../gpu-worker/src/backbone/index.ts';
-import {
-  buildTrainStep,
-  ExternalDataWriter,
-  saveModel,
-  toModelBytes,
-} from '../gpu-worker/src/graph/index.ts';
-import {
-  collectGarbage,
-  f32,
-  i64,
-  type Tensor,
-  TRAINING_SESSION,
-  TrainRunner,
-} from '../gpu-worker/src/runtime/index.ts';
-import {
-  initSideNet,
-  lstPreset,
-  resolveSideNet,
-  SIDE_IO,
-  sideTrainSpec,
-  xladderPreset,
-} from '../gpu-worker/src/side-net/index.ts';
+import { ExternalDataWriter, saveModel } from '../gpu-worker/src/graph/index.ts';
+import { collectGarbage, i64, TRAINING_SESSION, TrainRunner } from '../gpu-worker/src/runtime/index.ts';
+import type { TrainingExample } from '../gpu-worker/src/side-net/data/index.ts';
 import { buildQloraTrainStep } from '../gpu-worker/src/side-net/qlora.ts';
-import { BackbonePass } from '../gpu-worker/src/side-net/trainer/index.ts';
+import { trainSideNet } from '../gpu-worker/src/side-net/trainer/index.ts';
 import { median } from './stats.ts';
 
 const arg = JSON.parse(process.argv[2]!) as {
@@ -66,24 +47,11 @@ if (arg.method === 'build-qlora') {
   process.exit(0);
 }
 
-// Sessions run as the trainer runs them (TRAINING_SESSION: no onnxruntime memory arena; the side
-// nets' backbone pass also without a memory pattern, BackbonePass's default), the same for every
-// method. BENCH_TRAIN_ARENA=1 turns the arena on for the training steps (LST's side step and
-// QLoRA's step), BENCH_ARENA=1 for the backbone pass; BENCH_PATTERN=0 turns the memory pattern off
-// for every session, BENCH_PASS_PATTERN=1 on for the backbone pass.
-// BENCH_SKIP_SIDE=1 runs the side nets' backbone pass alone, to split their peak in two.
-const arena = (flag: string | undefined) => flag === '1' || TRAINING_SESSION.memoryArena;
-const SESSION = {
-  memoryArena: arena(process.env.BENCH_TRAIN_ARENA),
-  memoryPattern: process.env.BENCH_PATTERN !== '0',
-};
-const BACKBONE_SESSION = {
-  memoryArena: arena(process.env.BENCH_ARENA),
-  ...(process.env.BENCH_PATTERN === '0' ? { memoryPattern: false } : {}),
-  ...(process.env.BENCH_PASS_PATTERN === '1' ? { memoryPattern: true } : {}),
-};
+// Sessions run as the trainer runs them: TRAINING_SESSION (no onnxruntime memory arena, the memory
+// pattern on) for QLoRA's step as for the side step, whose trainer also runs the backbone pass
+// without a pattern (BackbonePlan.open).
 const times: number[] = [];
-const backboneTimes: number[] = [];
+let windowMs: number | undefined;
 if (arg.method === 'qlora') {
   const layout = JSON.parse(readFileSync(join(arg.cache, 'qlora', 'layout.json'), 'utf8'));
   const blob = readFileSync(join(arg.cache, 'qlora', 'init.bin'));
@@ -94,7 +62,7 @@ if (arg.method === 'qlora') {
     init[p.name] = new Float32Array(blob.buffer.slice(blob.byteOffset + at, blob.byteOffset + at + 4 * n));
     at += 4 * n;
   }
-  const runner = await TrainRunner.create({ layout, step: qloraModel }, init, { session: SESSION });
+  const runner = await TrainRunner.create({ layout, step: qloraModel }, init, { session: TRAINING_SESSION });
   for (let s = 0; s < arg.steps + 1; s++) {
     const start = performance.now();
     await runner.step(
@@ -110,65 +78,57 @@ if (arg.method === 'qlora') {
     if (s > 0) times.push(performance.now() - start);
   }
 } else {
-  const config = arg.method === 'lst' ? lstPreset(cfg) : xladderPreset(cfg, Math.max(1, cfg.layers / 4));
-  const shape = resolveSideNet(cfg, config);
-  // The trainer's own backbone pass: no KV cache, only the side net's taps fetched.
-  const backbone = await BackbonePass.open(arg.ckpt, arg.cache, shape, {}, BACKBONE_SESSION);
-  const head = f32(await backbone.lmHead(), [cfg.vocabSize, cfg.hiddenSize]); // as the trainer does
-  // BENCH_RECOMPUTE=0 keeps the side blocks' activations instead of recomputing them (the default).
-  const { graph, layout } = buildTrainStep(
-    sideTrainSpec(shape, { recompute: process.env.BENCH_RECOMPUTE !== '0' }),
-  );
-  const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, initSideNet(shape, 1), {
-    session: SESSION,
-  });
-  const batch = {
-    indices: Array.from({ length: B }, (_, b) => b),
-    size: B,
-    length: T,
-    inputIds: BigInt64Array.from(ids, BigInt),
-    labels: BigInt64Array.from(labels, BigInt),
-    attentionMask: BigInt64Array.from(mask, BigInt),
-    positionIds: BigInt64Array.from(positions, BigInt),
-    tokens: B * T,
-    targets: labels.filter((l) => l !== -100).length,
-  };
-  // As the trainer runs a micro-batch: in a function of its own, so the taps die with its frame,
-  // and collected right after.
-  const step = async () => {
-    const feeds: Record<string, Tensor> = {
-      ...(await backbone.run(batch)),
-      [SIDE_IO.lmHead]: head,
-      [SIDE_IO.labels]: i64(labels, [B, T]),
-      [SIDE_IO.mask]: i64(mask, [B, T]),
-      [SIDE_IO.positions]: i64(positions, [B, T]),
+  // The trainer itself (trainSideNet), on B x 2W examples of length T: two windows of W
+  // micro-batches, one update each. The first window loads everything; the second is timed, its
+  // backbone load included, so a step is charged 1/W of a load (the default schedule allows 32
+  // micro-batches of this size per window: W is pessimistic). BENCH_SCHEDULE=interleaved runs the
+  // backbone and the side step alternately instead, both loaded throughout.
+  const W = Math.max(2, arg.steps);
+  const examples: TrainingExample[] = Array.from({ length: B * 2 * W }, (_, i) => {
+    const row = i % B;
+    const at = (r: number[]) => Int32Array.from(r.slice(row * T, (row + 1) * T));
+    const targets = at(labels);
+    return {
+      line: i + 1,
+      inputIds: at(ids),
+      labels: targets,
+      targetCount: targets.filter((l) => l !== -100).length,
+      truncated: 'none',
     };
-    const backboneDone = performance.now();
-    if (process.env.BENCH_SKIP_SIDE !== '1') await runner.step(feeds, 1e-4);
-    return backboneDone;
-  };
-  for (let s = 0; s < arg.steps + 1; s++) {
-    const start = performance.now();
-    const backboneDone = await step();
-    await collectGarbage();
-    if (s > 0) {
-      times.push(performance.now() - start);
-      backboneTimes.push(backboneDone - start);
-    }
-  }
+  });
+  const sideNet =
+    arg.method === 'lst'
+      ? ({ preset: 'lst' } as const)
+      : ({ preset: 'xladder', delta: Math.max(1, cfg.layers / 4) } as const);
+  const finished: number[] = [];
+  const result = await trainSideNet({
+    modelDir: arg.ckpt,
+    buildCacheDir: arg.cache,
+    sideNet,
+    train: examples,
+    hyperparameters: { epochs: 1, tokenBudget: B * T, maxBatchSize: B, warmup: { steps: 0 } },
+    taps:
+      process.env.BENCH_SCHEDULE === 'interleaved'
+        ? { kind: 'interleaved' }
+        : { kind: 'phased', maxBatches: W, dir: join(arg.cache, 'taps') },
+    onProgress: () => {
+      finished.push(performance.now());
+    },
+  });
+  if (result.summary.steps !== 2 * W)
+    throw new Error(`expected ${2 * W} updates, got ${result.summary.steps}`);
+  for (let s = W; s < 2 * W; s++) times.push(finished[s]! - finished[s - 1]!);
+  windowMs = finished[2 * W - 1]! - finished[W - 1]!;
 }
 console.log(
   JSON.stringify({
     method: arg.method,
     T,
     B,
-    step_ms: Math.round(median(times)),
+    // Side nets: a step is the timed window's wall time over its micro-batches (passes, loads and
+    // side steps); steps_ms are the gaps between its updates (the first one waits for the passes).
+    step_ms: Math.round(windowMs === undefined ? median(times) : windowMs / times.length),
     steps_ms: times.map(Math.round),
-    ...(backboneTimes.length
-      ? {
-          backbone_ms: Math.round(median(backboneTimes)),
-        }
-      : {}),
     peak_mb: Math.round(process.resourceUsage().maxRSS / 1024),
   }),
 );

@@ -433,6 +433,8 @@ export class JobRunner {
           everySteps: this.config.LADDER_CHECKPOINT_EVERY_STEPS,
           everySeconds: this.config.LADDER_CHECKPOINT_EVERY_S,
         },
+        // Staged taps on the worker's disk, beside its other files (the phased schedule).
+        taps: { kind: 'phased', dir: join(this.config.LADDER_DATA_DIR, 'taps') },
         ...(this.config.LADDER_ACTIVATION_CACHE
           ? {
               activationCache: {

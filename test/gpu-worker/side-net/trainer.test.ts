@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -490,6 +490,44 @@ describe('checkpoints and resume', () => {
     expect(again.result.summary.finalTrainLoss).toBe(result.summary.finalTrainLoss);
     expect(again.result.params).toEqual(result.params);
     expect(losses.length).toBe(result.summary.steps);
+  });
+});
+
+describe('the tap schedule', () => {
+  it('phased windows (across epochs, one batch or several) train bit for bit as interleaved passes', async () => {
+    const { examples } = recall(24);
+    const common = {
+      train: examples,
+      sideNet: { preset: 'lst', overrides: { reduction_factor: 2, dropout: 0.1 } },
+      hyperparameters: { epochs: 3, learningRate: 5e-3, tokenBudget: 64, microBatches: 2, seed: 7 },
+    } as const;
+    const interleaved = await train({ ...common, taps: { kind: 'interleaved' } });
+    const stageRoot = join(root, 'stage');
+    mkdirSync(stageRoot);
+    const staged: string[][] = [];
+    const windows = await train({
+      ...common,
+      taps: { kind: 'phased', dir: stageRoot, maxBatches: 2 },
+      onProgress: () => {
+        staged.push(readdirSync(stageRoot));
+      },
+    });
+    const single = await train({ ...common, taps: { kind: 'phased', dir: stageRoot, maxBytes: 1 } });
+    const { batchesPerEpoch, steps } = interleaved.result.summary;
+    expect(batchesPerEpoch % 2).toBe(1); // windows of 2 straddle epochs
+    expect(steps).toBe(Math.ceil((batchesPerEpoch * 3) / 2));
+    for (const run of [windows, single]) {
+      expect(run.losses).toEqual(interleaved.losses);
+      for (const [name, w] of Object.entries(interleaved.result.params))
+        expect(run.result.params[name]).toEqual(w);
+      expect(run.result.summary.tokensSeen).toBe(interleaved.result.summary.tokensSeen);
+    }
+    // The stage lives in its own folder while training runs, and is gone after.
+    expect(staged.every((names) => names.length === 1 && names[0]!.startsWith('ladder-taps-'))).toBe(true);
+    expect(readdirSync(stageRoot)).toEqual([]);
+    await expect(train({ ...common, taps: { kind: 'phased', maxBatches: 0 } })).rejects.toThrow(
+      /maxBatches \(0\) a positive integer/,
+    );
   });
 });
 

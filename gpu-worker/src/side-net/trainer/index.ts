@@ -5,7 +5,8 @@ export {
   type ActivationCacheReport,
   activationBytes,
 } from './activation-cache.ts';
-export { type BackboneBuildChoice, BackbonePass, loadLmHead } from './backbone-pass.ts';
+export { ActivationSource, TAP_SCHEDULE_DEFAULTS, type TapSchedule } from './activations.ts';
+export { type BackboneBuildChoice, BackbonePass, BackbonePlan, loadLmHead } from './backbone-pass.ts';
 export {
   CHECKPOINT_FORMAT,
   type CheckpointContents,
@@ -33,4 +34,5 @@ export {
 } from './result.ts';
 export { type LrSchedule, learningRateAt, type Warmup, warmupSteps } from './schedule.ts';
 export { type CheckpointSink, checkpointStoreSink, directorySink, type SavedCheckpoint } from './sinks.ts';
+export { TapStage } from './tap-stage.ts';
 export { trainSideNet } from './train.ts';

@@ -4,6 +4,7 @@ import type { SessionOptions } from '../../runtime/index.ts';
 import { lstPreset, xladderPreset } from '../config.ts';
 import type { TrainingExample } from '../data/index.ts';
 import type { ActivationCacheOptions } from './activation-cache.ts';
+import type { TapSchedule } from './activations.ts';
 import type { BackboneBuildChoice } from './backbone-pass.ts';
 import type { Warmup } from './schedule.ts';
 import type { CheckpointSink } from './sinks.ts';
@@ -100,6 +101,8 @@ export interface TrainSideNetOptions {
   session?: Partial<SessionOptions>;
   checkpoint?: CheckpointPolicy;
   activationCache?: ActivationCacheOptions;
+  /** How the backbone pass and the side step share the process (default: phased, windows of up to 32 micro-batches and 2 GiB). */
+  taps?: TapSchedule;
   onProgress?: (p: TrainProgress) => void | Promise<void>;
   /** Stops between updates: a checkpoint is saved (when a sink is set), then TrainingAbortedError. */
   signal?: AbortSignal;

@@ -18,8 +18,8 @@ import { type Batch, BatchLoader, type LoadedBatch, mixSeed, type TrainingExampl
 import { initSideNet, sideNetParams } from '../params.ts';
 import { prunedSideNetInit } from '../prune.ts';
 import { SIDE_IO, sideTrainSpec } from '../steps.ts';
-import { ActivationSource } from './activations.ts';
-import { BackbonePass } from './backbone-pass.ts';
+import { ActivationSource, COLLECT_AFTER_BYTES } from './activations.ts';
+import { BackbonePlan } from './backbone-pass.ts';
 import { decodeCheckpoint, encodeCheckpoint, type TrainerState } from './checkpoint.ts';
 import { type EvalContext, evaluateClassification, evaluateLoss, SideEvaluator } from './evaluate.ts';
 import {
@@ -35,16 +35,15 @@ import { type LrSchedule, learningRateAt, warmupSteps } from './schedule.ts';
 /** Random streams of the trainer (data/order.ts uses 1-3). */
 const STREAM = { init: 11, dropout: 12 } as const;
 
-/** Taps of at least this many bytes are collected right after their micro-batch (collectGarbage). */
-const COLLECT_AFTER_BYTES = 32 * 2 ** 20;
-
 /**
  * Train an LST / xLadder side network over a frozen backbone (DESIGN.md sections 1-2).
  *
  * Per update, for each of `microBatches` micro-batches: the backbone runs as plain inference on
  * the right-padded batch (or, after epoch 1, its activations come from the fp16 cache), and its
  * taps and final state go as they are into the side net's training step with the frozen LM head;
- * the update is AdamW at the step's warmup + cosine rate. Checkpoints carry parameters, moments,
+ * the update is AdamW at the step's warmup + cosine rate. By default the backbone runs ahead over
+ * a window of micro-batches and is closed while their side steps run (TapSchedule 'phased'), so
+ * the process never holds both at once. Checkpoints carry parameters, moments,
  * the step and the data cursor, so a resumed run continues the same loss sequence bit for bit.
  */
 export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResult> {
@@ -73,20 +72,9 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
     minRatio: hp.minLrRatio,
   };
 
-  const backbone = await BackbonePass.open(
-    opts.modelDir,
-    opts.buildCacheDir,
-    shape,
-    opts.backbone,
-    opts.session,
-  );
-  const disposers: (() => Promise<void> | void)[] = [() => backbone.dispose()];
+  const backbone = await BackbonePlan.prepare(opts.modelDir, opts.buildCacheDir, shape, opts.backbone);
+  const disposers: (() => Promise<void> | void)[] = [];
   try {
-    const lmHead = f32(
-      await backbone.lmHead(), // shared with the pass's embedding lookup when tied
-      [config.vocabSize, config.hiddenSize],
-      'lm_head',
-    );
     const run = runFingerprint(backbone.build.meta.key, shape, hp, loader.fingerprint);
 
     // Resume from the sink's latest checkpoint, if there is one.
@@ -118,15 +106,19 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
     const resumedFromStep = saved ? state.step : null;
     initial ??= await initialWeights(opts.modelDir, shape, config, mixSeed(hp.seed, STREAM.init));
 
-    const models = trainModels(shape, hp);
-    const runner = await TrainRunner.create(models, initial, {
+    // The models' bytes and the initial weights die with this call; collected before the first pass.
+    const { runner, layout } = await createRunner(shape, hp, initial, {
       session: { ...TRAINING_SESSION, ...opts.session },
       startStep: state.step,
     });
-    disposers.push(() => runner.dispose());
+    initial = undefined;
+    await collectGarbage();
+    let runnerOpen = true;
+    disposers.push(() => (runnerOpen ? runner.dispose() : undefined));
     const notes: string[] = [];
     const source = new ActivationSource(
       backbone,
+      opts.session ?? {},
       train,
       loader,
       padTokenId,
@@ -134,6 +126,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       hp.epochs,
       state.activationCacheUsed,
       notes,
+      opts.taps,
     );
     disposers.push(() => source.close());
 
@@ -141,7 +134,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
     let savedStep: number | null = saved ? saved.step : null;
     let savedAt = performance.now();
     const shapes: Record<string, number[]> = {};
-    for (const p of models.layout.params) shapes[p.name] = shapes[p.m] = shapes[p.v] = p.shape;
+    for (const p of layout.params) shapes[p.name] = shapes[p.m] = shapes[p.v] = p.shape;
     const save = async () => {
       if (!policy || savedStep === state.step) return;
       state = { ...state, loader: loader.state(), activationCacheUsed: source.usesCache };
@@ -158,9 +151,9 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
     // batch's taps (150 MB for 2k tokens of a d=1024, 16-layer backbone) then die with its frame.
     // Held in the loop's suspended frame they stayed alive through the next batch's backbone pass.
     // `big`: the taps were large enough that collecting them at once is worth a GC.
-    const runMicro = async (lb: LoadedBatch, t: number, micro: number, lr: number) => {
-      const taps = await source.forBatch(lb);
-      const feeds = { ...taps, ...batchFeeds(lb.batch, lmHead) };
+    const runMicro = async (lb: LoadedBatch, t: number, micro: number, lr: number, remaining: number) => {
+      const taps = await source.forBatch(lb, remaining);
+      const feeds = { ...taps, ...batchFeeds(lb.batch, await source.lmHead()) };
       if (shape.config.dropout > 0) {
         const seed = mixSeed(hp.seed, STREAM.dropout, t, micro); // a pure function of (seed, step)
         feeds[SIDE_IO.dropoutSeed] = i64(BigInt64Array.of(BigInt(seed)), []);
@@ -187,7 +180,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       const update = { lossSum: 0, targets: 0, epoch: 0, gradNorm: Number.NaN };
       for (let micro = 0; micro < hp.microBatches && consumed < totalMicro; micro++, consumed++) {
         const lb = loader.next();
-        const { loss, gradNorm, big } = await runMicro(lb, t, micro, lr);
+        const { loss, gradNorm, big } = await runMicro(lb, t, micro, lr, totalMicro - consumed);
         if (big) await collectGarbage();
         if (hp.microBatches === 1) update.gradNorm = gradNorm;
         const { targets, tokens } = lb.batch;
@@ -221,20 +214,27 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
     }
     await save(); // the finished state: a crash before publishing resumes straight to the end
 
-    // Evaluation with the final parameters.
+    // Evaluation with the final parameters, the training step's session closed first.
+    const params = runner.params() as Record<string, Float32Array>;
+    runnerOpen = false;
+    await runner.dispose();
     let finalEvalLoss: number | null = null;
     let accuracy: TrainSummary['accuracy'] = null;
     const labels = opts.labels ? [...opts.labels] : classLabels(train);
     if (opts.validation) {
-      const evaluator = await SideEvaluator.create(shape, lmHead, {
+      const forward = await source.evaluationBackbone();
+      const evaluator = await SideEvaluator.create(shape, await source.lmHead(), {
         chunk: hp.lossChunk,
         session: opts.session,
       });
       disposers.push(() => evaluator.dispose());
+      const tensors = Object.fromEntries(
+        layout.params.map((p) => [p.name, f32(params[p.name]!, p.shape, p.name)]),
+      );
       const ctx: EvalContext = {
         evaluator,
-        backbone: (b) => backbone.run(b),
-        params: () => runner.paramTensors(),
+        backbone: forward,
+        params: () => tensors,
         tokenBudget: hp.tokenBudget,
         padTokenId,
       };
@@ -243,7 +243,6 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
         accuracy = await evaluateClassification(opts.validation, labels, tokenizer, ctx);
     }
 
-    const params = runner.params() as Record<string, Float32Array>;
     source.finish();
     const tokensPerEpoch = train.reduce((n, e) => n + e.inputIds.length, 0);
     return {
@@ -263,7 +262,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
         accuracy,
         resumedFromStep,
         activationCache: source.report,
-        notes: [...notes, ...overflowNote(backbone)],
+        notes: [...notes, ...overflowNote(source.overflow)],
       },
       backbone: { fingerprint: backbone.build.meta.fingerprint, buildKey: backbone.build.meta.key },
       toAdapterWeights: () => toAdapterWeights(shape, params),
@@ -274,8 +273,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
 }
 
 /** A note when some of the backbone's taps did not fit float16 and were clamped for the side net. */
-function overflowNote(backbone: BackbonePass): string[] {
-  const { passes, maxAbs } = backbone.overflow;
+function overflowNote({ passes, maxAbs }: { passes: number; maxAbs: number }): string[] {
   if (!passes) return [];
   return [
     `${passes} backbone pass${passes === 1 ? '' : 'es'} gave taps past float16's range (largest |value| ${maxAbs}); ` +
@@ -297,6 +295,17 @@ async function initialWeights(
   } finally {
     await source.close();
   }
+}
+
+/** The training step's runner over fresh models; only the layout is kept of them. */
+async function createRunner(
+  shape: SideNetShape,
+  hp: TrainHyperparameters,
+  initial: Record<string, Float32Array>,
+  options: Parameters<typeof TrainRunner.create>[2],
+): Promise<{ runner: TrainRunner; layout: TrainModels['layout'] }> {
+  const models = trainModels(shape, hp);
+  return { runner: await TrainRunner.create(models, initial, options), layout: models.layout };
 }
 
 /** The training-step model(s): one step, or grad + apply for gradient accumulation. */
