@@ -167,7 +167,8 @@ export class ActivationSource {
     if (!this.holdTable) {
       await this.closePass();
       this.holdTable = true;
-      this.head = undefined;
+      this.head = undefined; // the pass's table is the head from now on
+      await collectGarbage();
     }
     const pass = await this.openPass();
     return (batch) => pass.run(batch);
