@@ -9,7 +9,7 @@ import { rng } from '../../helpers/gradcheck.ts';
 const root = mkdtempSync(join(tmpdir(), 'ladder-tap-stage-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-/** Every bit pattern of a half, NaNs and infinities included, and random floats. */
+/** Half bit patterns spread over the whole range (NaNs and infinities among them), and random floats with a NaN and -0. */
 function tensors(seed: number) {
   const r = rng(seed);
   const halves = Uint16Array.from({ length: 2 * 3 * 4096 }, (_, i) => (i * 7 + seed) & 0xffff);

@@ -194,8 +194,10 @@ export class ActivationSource {
   private async stageWindow(first: LoadedBatch, remaining: number): Promise<void> {
     const stage = this.stage!;
     stage.clear();
-    const window = [{ epoch: first.epoch, index: first.index, batch: first.batch }];
-    let bytes = this.bytesOf(first.batch);
+    const window = [
+      { epoch: first.epoch, index: first.index, batch: first.batch, bytes: this.bytesOf(first.batch) },
+    ];
+    let total = window[0]!.bytes;
     const most = Math.min(this.window.maxBatches, Math.max(1, remaining));
     let { epoch, index } = first;
     while (window.length < most) {
@@ -204,9 +206,10 @@ export class ActivationSource {
         [epoch, index] = [epoch + 1, 0];
       }
       const batch = collate(this.train, this.loader.batchesOf(epoch)[index]!, this.padTokenId);
-      bytes += this.bytesOf(batch);
-      if (bytes > this.window.maxBytes) break;
-      window.push({ epoch, index, batch });
+      const bytes = this.bytesOf(batch);
+      total += bytes;
+      if (total > this.window.maxBytes) break;
+      window.push({ epoch, index, batch, bytes });
     }
     const pass = await this.openPass();
     try {
@@ -214,7 +217,7 @@ export class ActivationSource {
         await this.stageOne(pass, w.epoch, w.index, w.batch);
         // The pass's outputs are dead once staged (they died with stageOne's frame): collected
         // now, not during the next pass.
-        if (this.bytesOf(w.batch) >= COLLECT_AFTER_BYTES) await collectGarbage();
+        if (w.bytes >= COLLECT_AFTER_BYTES) await collectGarbage();
       }
     } finally {
       await this.closePass();

@@ -94,7 +94,7 @@ export class BackbonePlan {
       // no slower without it (14.0 vs 15.1 s). The training step keeps its pattern (TRAINING_SESSION).
       const options = { ...TRAINING_SESSION, memoryPattern: false, ...session };
       const s = await createSession(this.build.modelPath, options);
-      return new BackbonePass(this, s, this.modelDir, table);
+      return new BackbonePass(this, s, table);
     } catch (err) {
       if (table && !(table instanceof Float32Array)) await table.close();
       throw err;
@@ -115,7 +115,6 @@ export class BackbonePass {
   constructor(
     readonly plan: BackbonePlan,
     readonly session: Session,
-    private readonly modelDir: string,
     /** The embedding table (V, d) rows are looked up in, unless the graph holds an 8-bit one. */
     private readonly table: RowTable | undefined,
   ) {}
@@ -152,7 +151,7 @@ export class BackbonePass {
   /** The frozen LM head (V, d): the table this pass already holds when the model ties them. */
   async lmHead(): Promise<Float32Array> {
     if (this.table instanceof Float32Array && this.config.tieWordEmbeddings) return this.table;
-    return loadLmHead(this.modelDir, this.config);
+    return this.plan.lmHead();
   }
 
   /**
