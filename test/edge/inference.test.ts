@@ -113,6 +113,34 @@ describe('completions, routing and failover', () => {
     expect((await call('/v1/completions', { body: { model: 'ladder-tiny', prompt: 'x' } })).status).toBe(401);
   });
 
+  it("relays a worker's 400 as the client's error (context_length_exceeded), and other failures as 502", async () => {
+    const t = await newTenant();
+    const model = await seedAdapter(t.id, 'adp-long');
+    for (const w of [a, b])
+      w.refuseGenerations = {
+        status: 400,
+        code: 'context_length_exceeded',
+        message: 'the prompt is 9000 tokens; the context holds 2048',
+      };
+    const long = await json<ApiErrorBody>(await chat(t.key, model), 400);
+    expect(long.error).toEqual({
+      message: 'the prompt is 9000 tokens; the context holds 2048',
+      type: 'invalid_request_error',
+      param: 'messages',
+      code: 'context_length_exceeded',
+    });
+    const text = await json<ApiErrorBody>(
+      await call('/v1/completions', { key: t.key, body: { model, prompt: 'x'.repeat(100), stream: true } }),
+      400,
+    );
+    expect(text.error).toMatchObject({ code: 'context_length_exceeded', param: 'prompt' });
+    // The worker's own failure is the platform's: a 502 (which clients may retry).
+    for (const w of [a, b]) w.refuseGenerations = { status: 500, code: 'internal', message: 'out of memory' };
+    const broken = await json<ApiErrorBody>(await chat(t.key, model), 502);
+    expect(broken.error).toMatchObject({ type: 'server_error', code: 'worker_error' });
+    expect(broken.error.message).toContain('out of memory');
+  });
+
   it('routes an adapter to the same worker every time, spreads adapters, and fails over when its worker stops', async () => {
     const t = await newTenant();
     const models = await Promise.all(

@@ -1,5 +1,6 @@
 import {
   type AdapterRef,
+  ApiError,
   type ChatCompletionRequest,
   type CompletionRequest,
   GenerateChunk,
@@ -86,15 +87,7 @@ export async function complete(
   const { res, worker } = await withFailover(rendezvousOrder(resolved.routingKey, workers), (w) =>
     signedFetch(env, `${w.url}/internal/v1/generate`, gen, { streaming: body.stream }),
   );
-  if (!res.ok) {
-    const detail = (await res.text()).slice(0, 500);
-    throw new ApiException(
-      502,
-      `Worker ${worker.worker_id} failed the request (${res.status}): ${detail}`,
-      'server_error',
-      'worker_error',
-    );
-  }
+  if (!res.ok) throw await workerFailure(res, worker.worker_id, kind);
   const recordUsage = (u: Usage) =>
     meter(env, tenant).record({
       id: requestId,
@@ -195,6 +188,36 @@ export async function complete(
   return new Response(stream, {
     headers: { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' },
   });
+}
+
+/**
+ * A worker's refusal as the client's answer. A 400 is the request's own fault (a prompt over the
+ * context: `context_length_exceeded`) and stays a 400 with the worker's code, so that OpenAI
+ * clients, which retry 5xx, do not send it again; anything else is the platform's, a 502.
+ */
+async function workerFailure(res: Response, workerId: string, kind: CompletionKind): Promise<ApiException> {
+  const text = await res.text();
+  if (res.status === 400) {
+    let body: unknown = null;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      // not an error object: reported as the worker's failure below
+    }
+    const parsed = ApiError.safeParse(body);
+    if (parsed.success) {
+      const { message, code, param } = parsed.data.error;
+      const promptParam =
+        code === 'context_length_exceeded' ? (kind === 'chat' ? 'messages' : 'prompt') : null;
+      return new ApiException(400, message, 'invalid_request_error', code, param ?? promptParam);
+    }
+  }
+  return new ApiException(
+    502,
+    `Worker ${workerId} failed the request (${res.status}): ${text.slice(0, 500)}`,
+    'server_error',
+    'worker_error',
+  );
 }
 
 /** Splits a text stream into server-sent events (blank-line separated). */

@@ -25,6 +25,10 @@ export class StandInWorker {
   readonly jobs: StartJobRequest[] = [];
   readonly generations: GenerateRequest[] = [];
   readonly rejectedSignatures: string[] = [];
+  /** Signed `POST /internal/v1/jobs/{id}/cancel | pause` calls it received. */
+  readonly controls: { job_id: string; action: string }[] = [];
+  /** Answers every generation with this status and OpenAI-shaped error, as the real worker refuses. */
+  refuseGenerations: { status: number; code: string; message: string } | null = null;
 
   constructor(
     readonly id: string,
@@ -54,9 +58,33 @@ export class StandInWorker {
         resumed_from_step: start.attempt > 1 ? 5 : 0,
       });
     }
+    const control = path.match(/^\/internal\/v1\/jobs\/([^/]+)\/(cancel|pause)$/);
+    if (control) {
+      const jobId = decodeURIComponent(control[1]!);
+      this.controls.push({ job_id: jobId, action: control[2]! });
+      const known = this.jobs.some((j) => j.job_id === jobId);
+      return known
+        ? Response.json({ job_id: jobId, status: control[2] === 'cancel' ? 'cancelled' : 'running' })
+        : Response.json(
+            {
+              error: {
+                message: 'no such job',
+                type: 'invalid_request_error',
+                param: null,
+                code: 'job_not_found',
+              },
+            },
+            { status: 404 },
+          );
+    }
     if (path === '/internal/v1/generate') {
       const gen = GenerateRequest.parse(JSON.parse(body));
       this.generations.push(gen);
+      if (this.refuseGenerations) {
+        const { status, code, message } = this.refuseGenerations;
+        const type = status >= 500 ? 'server_error' : 'invalid_request_error';
+        return Response.json({ error: { message, type, param: null, code } }, { status });
+      }
       const words = ['hello', ' from', ` ${this.id}`];
       const usage = { prompt_tokens: 7, completion_tokens: words.length };
       if (!gen.stream) {
