@@ -1,5 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { listOf, ModelObject } from '@ladder/schemas';
+import { registry } from '../durable-objects/worker-registry.ts';
 import { config } from '../lib/config.ts';
 import { invalidRequest, notFound } from '../lib/errors.ts';
 import { unixSeconds } from '../lib/ids.ts';
@@ -15,6 +16,12 @@ const backboneModel = (id: string): ModelObject => ({
   kind: 'backbone',
 });
 
+/** The configured backbones that some live worker serves: the only ones a request can run on. */
+async function servedBackbones(env: Env): Promise<string[]> {
+  const served = new Set((await registry(env).healthy(Date.now())).map((w) => w.backbone));
+  return config(env).backbones.filter((b) => served.has(b));
+}
+
 export function modelRoutes() {
   const app = router();
   const ModelParam = IdParam('model');
@@ -24,11 +31,13 @@ export function modelRoutes() {
       method: 'get',
       path: '/v1/models',
       security: bearer,
+      description: "The backbones that a live worker serves, then the tenant's adapters.",
       responses: { 200: json(listOf(ModelObject)), ...errorResponses },
     }),
     async (c) => {
       const adapters = await listAdapters(c.env, c.get('tenant').id);
-      const data = [...config(c.env).backbones.map(backboneModel), ...adapters.map(adapterModel)];
+      const backbones = await servedBackbones(c.env);
+      const data = [...backbones.map(backboneModel), ...adapters.map(adapterModel)];
       return c.json({ object: 'list' as const, data, has_more: false }, 200);
     },
   );
@@ -43,7 +52,7 @@ export function modelRoutes() {
     }),
     async (c) => {
       const id = c.req.valid('param').model as string;
-      if (config(c.env).backbones.includes(id)) return c.json(backboneModel(id), 200);
+      if ((await servedBackbones(c.env)).includes(id)) return c.json(backboneModel(id), 200);
       const row = await findAdapter(c.env, c.get('tenant').id, id);
       if (!row) throw notFound('model', id, 'model');
       return c.json(adapterModel(row), 200);
