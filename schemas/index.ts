@@ -24,7 +24,22 @@ export {
   formatDatasetError,
   validateDataset,
 } from './src/dataset.ts';
-export { ApiError, apiError, describeIssues } from './src/errors.ts';
+export { ApiError, apiError, describeIssues, issueParam } from './src/errors.ts';
+export {
+  CreateFineTuningJobRequest,
+  echoMethod,
+  type FineTuningJobSpec,
+  FineTuningMethod,
+  FineTuningMethodRequest,
+  type FineTuningRequestRefusal,
+  type FineTuningRequestResult,
+  JobHyperparameters,
+  jobHyperparameters,
+  METHOD_TYPES,
+  MethodType,
+  methodHyperparameters,
+  parseFineTuningJobRequest,
+} from './src/fine-tuning.ts';
 export { HealthStatus } from './src/health.ts';
 export { SafeId, SafeName, Sha256Hex } from './src/ids.ts';
 export { SideNetConfig, type SideNetConfigInput } from './src/side-net.ts';
@@ -41,11 +56,13 @@ export {
   JobEvent,
   JobStatus,
   Prompt,
+  ResolvedTraining,
   SamplingParams,
   ScoreRequest,
   ScoreResponse,
   StartJobRequest,
   StartJobResponse,
+  StepMetrics,
   TrainingMethod,
   Usage,
 } from './src/internal.ts';
@@ -53,16 +70,17 @@ export {
   ApiKey,
   ChatCompletion,
   ChatCompletionRequest,
+  CheckpointMetrics,
   CompletionRequest,
   CompletionUsage,
   CreateApiKeyRequest,
-  CreateFineTuningJobRequest,
   CreateTenantRequest,
   FileObject,
   FilePurpose,
   FineTuningCheckpoint,
   FineTuningJob,
   FineTuningJobEvent,
+  FineTuningJobStatus,
   JobError,
   ListQuery,
   listOf,

@@ -24,3 +24,12 @@ export function apiError(
 export function describeIssues(error: z.ZodError): string {
   return error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`).join('; ');
 }
+
+/**
+ * The field an issue is about, as OpenAI's `param` names it (`method.supervised.hyperparameters.n_epochs`);
+ * an unknown key is named itself, not its object. null for the body as a whole.
+ */
+export function issueParam(issue: z.core.$ZodIssue): string | null {
+  const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
+  return path.length ? path.map(String).join('.') : null;
+}

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { ChatMessage, TrainingMethod } from './internal.ts';
+import { FineTuningMethod, JobHyperparameters } from './fine-tuning.ts';
+import { ChatMessage } from './internal.ts';
 
 /**
  * The public API's request bodies and the objects it answers with (DESIGN.md section 6),
@@ -52,6 +53,7 @@ export type ApiKey = z.infer<typeof ApiKey>;
 // ---------------------------------------------------------------------------------------------
 // Files
 
+/** What a tenant may upload. */
 export const FilePurpose = z.literal('fine-tune', { error: 'purpose must be "fine-tune"' });
 
 export const FileObject = z.object({
@@ -60,58 +62,70 @@ export const FileObject = z.object({
   bytes: z.number().int(),
   created_at: z.number().int(),
   filename: z.string(),
-  purpose: z.literal('fine-tune'),
-  /** Ladder extensions: what validation found. */
-  format: z.enum(['chat', 'completion', 'classification']),
+  /** `fine-tune-results`: a job's step-metrics CSV, written by the platform. */
+  purpose: z.enum(['fine-tune', 'fine-tune-results']),
+  /** Ladder extensions: what validation found (no format for a results file; its lines are CSV rows). */
+  format: z.enum(['chat', 'completion', 'classification']).nullable(),
   line_count: z.number().int(),
   sha256: z.string(),
 });
 export type FileObject = z.infer<typeof FileObject>;
 
 // ---------------------------------------------------------------------------------------------
-// Fine-tuning jobs
-
-export const CreateFineTuningJobRequest = z.strictObject({
-  model: z.string().min(1).max(256),
-  training_file: z.string().min(1).max(128),
-  validation_file: z.string().min(1).max(128).optional(),
-  method: TrainingMethod.prefault({ type: 'lst' }),
-  suffix: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]{1,40}$/, 'must be 1-40 of [A-Za-z0-9_-]')
-    .optional(),
-  seed: z
-    .number()
-    .int()
-    .min(0)
-    .max(2 ** 31 - 1)
-    .optional(),
-  metadata: z.record(z.string().max(64), z.string().max(512)).optional(),
-});
-export type CreateFineTuningJobRequest = z.infer<typeof CreateFineTuningJobRequest>;
+// Fine-tuning jobs (the request shapes: fine-tuning.ts)
 
 export const JobError = z.object({ code: z.string(), message: z.string(), param: z.string().nullable() });
+
+export const FineTuningJobStatus = z.enum([
+  'validating_files',
+  'queued',
+  'running',
+  'paused',
+  'succeeded',
+  'failed',
+  'cancelled',
+]);
+export type FineTuningJobStatus = z.infer<typeof FineTuningJobStatus>;
 
 export const FineTuningJob = z.object({
   id: z.string(),
   object: z.literal('fine_tuning.job'),
   model: z.string(),
+  /** The tenant (OpenAI's organization). */
+  organization_id: z.string(),
   created_at: z.number().int(),
   finished_at: z.number().int().nullable(),
+  /** Unix seconds; while running, from the worker's last estimate. */
+  estimated_finish: z.number().int().nullable(),
   fine_tuned_model: z.string().nullable(),
-  status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']),
+  status: FineTuningJobStatus,
   training_file: z.string(),
   validation_file: z.string().nullable(),
-  method: TrainingMethod,
+  hyperparameters: JobHyperparameters,
+  method: FineTuningMethod,
+  /** The step-metrics CSV (purpose `fine-tune-results`), once the job has succeeded. */
+  result_files: z.array(z.string()),
   suffix: z.string().nullable(),
   seed: z.number().int(),
   metadata: z.record(z.string(), z.string()).nullable(),
   trained_tokens: z.number().int().nullable(),
   error: JobError.nullable(),
-  /** Ladder extension: dispatch attempts so far (a lease that expires re-dispatches). */
+  /** Ladder extension: dispatch attempts so far (a lease that expires, or a resume, re-dispatches). */
   attempt: z.number().int(),
 });
 export type FineTuningJob = z.infer<typeof FineTuningJob>;
+
+/** A checkpoint's metrics, OpenAI-named: the figures measured at its step, the others absent. */
+export const CheckpointMetrics = z.object({
+  step: z.number().int(),
+  train_loss: z.number().optional(),
+  train_mean_token_accuracy: z.number().optional(),
+  valid_loss: z.number().optional(),
+  valid_mean_token_accuracy: z.number().optional(),
+  full_valid_loss: z.number().optional(),
+  full_valid_mean_token_accuracy: z.number().optional(),
+});
+export type CheckpointMetrics = z.infer<typeof CheckpointMetrics>;
 
 export const FineTuningJobEvent = z.object({
   id: z.string(),
@@ -119,8 +133,9 @@ export const FineTuningJobEvent = z.object({
   created_at: z.number().int(),
   level: z.enum(['info', 'warn', 'error']),
   message: z.string(),
-  type: z.string(),
-  data: z.record(z.string(), z.unknown()).nullable(),
+  /** `metrics` events carry a step's figures in `data` (StepMetrics and `total_steps`). */
+  type: z.enum(['message', 'metrics']),
+  data: z.record(z.string(), z.unknown()),
 });
 export type FineTuningJobEvent = z.infer<typeof FineTuningJobEvent>;
 
@@ -128,9 +143,11 @@ export const FineTuningCheckpoint = z.object({
   id: z.string(),
   object: z.literal('fine_tuning.job.checkpoint'),
   created_at: z.number().int(),
+  /** `<fine-tuned model>:ckpt-step-<n>`: names the checkpoint; only the final adapter is served. */
+  fine_tuned_model_checkpoint: z.string(),
   fine_tuning_job_id: z.string(),
   step_number: z.number().int(),
-  metrics: z.record(z.string(), z.number().nullable()),
+  metrics: CheckpointMetrics,
 });
 
 export const ListQuery = z.object({

@@ -2,6 +2,7 @@ import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { type ApiErrorBody, call, json, newTenant } from './helpers/api.ts';
 import { seedAdapter } from './helpers/seed.ts';
+import { StandInWorker } from './helpers/stand-in-worker.ts';
 
 describe('admin API', () => {
   it('creates tenants and keys, stores only key hashes, and revokes keys', async () => {
@@ -56,15 +57,21 @@ describe('admin API', () => {
 });
 
 describe('models', () => {
-  it("lists the backbones and the tenant's adapters; deletes an adapter; other tenants see 404", async () => {
+  it("lists the served backbones and the tenant's adapters; deletes an adapter; other tenants see 404", async () => {
     const t = await newTenant('t');
     const other = await newTenant('other');
     const mine = await seedAdapter(t.id, 'adp-m1', 'mine');
     const theirs = await seedAdapter(other.id, 'adp-m2', 'theirs');
-    const list = await json<{ data: { id: string; kind: string }[] }>(
-      await call('/v1/models', { key: t.key }),
-    );
-    expect(list.data.map((m) => m.id)).toEqual(['ladder-tiny', 'qwen2.5-0.5b-q4', mine]);
+    const models = async () =>
+      (await json<{ data: { id: string }[] }>(await call('/v1/models', { key: t.key }))).data.map(
+        (m) => m.id,
+      );
+    // Every backbone in BACKBONES is configured, but only a live worker's is listed.
+    expect(await models()).toEqual([mine]);
+    expect((await new StandInWorker('models-a', 'ladder-tiny').heartbeat()).status).toBe(200);
+    expect(await models()).toEqual(['ladder-tiny', mine]);
+    expect((await call('/v1/models/ladder-tiny', { key: t.key })).status).toBe(200);
+    expect((await call('/v1/models/qwen2.5-0.5b-q4', { key: t.key })).status).toBe(404);
     expect(await json(await call(`/v1/models/${mine}`, { key: t.key }))).toMatchObject({
       id: mine,
       kind: 'adapter',
@@ -96,6 +103,9 @@ describe('OpenAPI document', () => {
       '/v1/fine_tuning/jobs',
       '/v1/fine_tuning/jobs/{job_id}/events',
       '/v1/fine_tuning/jobs/{job_id}/checkpoints',
+      '/v1/fine_tuning/jobs/{job_id}/pause',
+      '/v1/fine_tuning/jobs/{job_id}/resume',
+      '/v1/files/{file_id}/content',
       '/v1/models',
       '/v1/models/{model}',
       '/v1/chat/completions',

@@ -10,10 +10,26 @@ type Job = {
   id: string;
   status: string;
   attempt: number;
+  created_at: number;
+  finished_at: number | null;
   fine_tuned_model: string | null;
   trained_tokens: number | null;
-  error: { code: string; message: string } | null;
+  hyperparameters: Record<string, number | string>;
+  method: { type: string } & Partial<Record<'supervised' | 'lst' | 'xladder', MethodOptions>>;
+  result_files: string[];
+  estimated_finish: number | null;
+  error: { code: string; message: string; param: string | null } | null;
 };
+type MethodOptions = { hyperparameters: Record<string, number | string> };
+type Event = {
+  id: string;
+  object: string;
+  type: string;
+  level: string;
+  message: string;
+  data: Record<string, unknown>;
+};
+type Checkpoint = Record<string, unknown>;
 
 const registryStub = () => env.WORKER_REGISTRY.get(env.WORKER_REGISTRY.idFromName('global'));
 
@@ -121,18 +137,42 @@ describe('fine-tuning jobs', () => {
     expect((await call('/v1/fine_tuning/jobs?limit=0', { key: t.key })).status).toBe(400);
   });
 
-  it('runs: queue -> lease -> signed callbacks -> adapter registered, events (JSON and SSE), checkpoints, usage once', async () => {
+  it('runs: files validated -> lease -> signed callbacks -> adapter, hyperparameters, events, checkpoints, result file, usage once', async () => {
     const t = await newTenant();
     const file = await uploadFile(t.key);
     const job = await json<Job>(
-      await createJob(t.key, { model: 'ladder-tiny', training_file: file.id, suffix: 'demo' }),
+      await createJob(t.key, {
+        model: 'ladder-tiny',
+        training_file: file.id,
+        method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 'auto', batch_size: 4 } } },
+        suffix: 'demo',
+      }),
     );
-    expect(job.status).toBe('queued');
+    expect(job).toMatchObject({
+      object: 'fine_tuning.job',
+      status: 'validating_files',
+      organization_id: t.id,
+      hyperparameters: { n_epochs: 'auto', batch_size: 4, learning_rate_multiplier: 'auto' },
+      method: { type: 'supervised', supervised: { hyperparameters: { n_epochs: 'auto', batch_size: 4 } } },
+      result_files: [],
+      estimated_finish: null,
+      trained_tokens: null,
+      error: null,
+    });
     const start: StartJobRequest = await eventually(async () =>
       [...a.jobs, ...b.jobs].find((j) => j.job_id === job.id),
     );
     const worker = a.jobs.includes(start) ? a : b;
-    expect(start).toMatchObject({ tenant: t.id, attempt: 1, suffix: 'demo', method: { type: 'lst' } });
+    // supervised is the default side net, LST; 'auto' goes to the worker as 'auto'
+    expect(start).toMatchObject({
+      tenant: t.id,
+      attempt: 1,
+      suffix: 'demo',
+      method: {
+        type: 'lst',
+        hyperparameters: { n_epochs: 'auto', batch_size: 4, learning_rate_multiplier: 'auto' },
+      },
+    });
     expect((await json<Job>(await call(`/v1/fine_tuning/jobs/${job.id}`, { key: t.key }))).status).toBe(
       'running',
     );
@@ -147,55 +187,180 @@ describe('fine-tuning jobs', () => {
     tampered.searchParams.set('tenant', 'someone-else');
     expect((await call(tampered.pathname + tampered.search)).status).toBe(401);
 
-    expect((await worker.sendEvent(start, { event_id: 'e1', type: 'started' })).status).toBe(200);
-    await worker.sendEvent(start, { event_id: 'e2', type: 'progress', step: 5, total_steps: 10, loss: 1.5 });
-    await worker.sendEvent(start, { event_id: 'e3', type: 'checkpoint', step: 5, loss: 1.4 });
+    const resolved = { n_epochs: 12, batch_size: 4, learning_rate_multiplier: 1, learning_rate: 0.003 };
+    expect(
+      (await worker.sendEvent(start, { event_id: 'e1', type: 'started', hyperparameters: resolved })).status,
+    ).toBe(200);
+    const running = await json<Job>(await call(`/v1/fine_tuning/jobs/${job.id}`, { key: t.key }));
+    expect(running.hyperparameters).toEqual({ n_epochs: 12, batch_size: 4, learning_rate_multiplier: 1 });
+    expect(running.method.supervised?.hyperparameters).toMatchObject({ ...resolved, warmup_ratio: 0.05 });
+    const metrics = (step: number, extra: Record<string, number> = {}) => ({
+      step,
+      train_loss: 2 - step / 10,
+      train_mean_token_accuracy: step / 10,
+      ...extra,
+    });
+    await worker.sendEvent(start, {
+      event_id: 'e2',
+      type: 'metrics',
+      step: 5,
+      total_steps: 10,
+      eta_s: 60,
+      metrics: metrics(5, { valid_loss: 1.6, valid_mean_token_accuracy: 0.4 }),
+    });
+    const withEta = await json<Job>(await call(`/v1/fine_tuning/jobs/${job.id}`, { key: t.key }));
+    expect(withEta.estimated_finish).toBeGreaterThanOrEqual(Math.floor(Date.now() / 1000) + 55);
+    await worker.sendEvent(start, { event_id: 'e3', type: 'checkpoint', step: 5, metrics: metrics(5) });
+    await worker.sendEvent(start, { event_id: 'e3b', type: 'warning', message: '2 examples were truncated' });
+    await worker.sendEvent(start, {
+      event_id: 'e3c',
+      type: 'metrics',
+      step: 10,
+      total_steps: 10,
+      metrics: metrics(10),
+    });
     const final = {
       event_id: 'e4',
       type: 'succeeded' as const,
       step: 10,
       total_steps: 10,
+      metrics: metrics(10, { full_valid_loss: 1.1, full_valid_mean_token_accuracy: 0.9 }),
       adapter: manifestFor(start),
       billed_training_tokens: 5000,
+      trained_tokens: 5000,
     };
     expect(await json(await worker.sendEvent(start, final))).toMatchObject({
       duplicate: false,
       job_status: 'succeeded',
     });
-    // a redelivered final event (and a re-sent progress event) changes nothing
+    // a redelivered final event (and a re-sent metrics event) changes nothing
     expect(await json(await worker.sendEvent(start, final))).toMatchObject({ duplicate: true });
     expect(await json(await worker.sendEvent(start, { ...final, event_id: 'e4-retry' }))).toMatchObject({
       duplicate: false,
     });
-    await worker.sendEvent(start, { event_id: 'e2', type: 'progress', step: 5, total_steps: 10, loss: 1.5 });
+    await worker.sendEvent(start, {
+      event_id: 'e2',
+      type: 'metrics',
+      step: 5,
+      total_steps: 10,
+      metrics: metrics(5),
+    });
 
     const done = await json<Job>(await call(`/v1/fine_tuning/jobs/${job.id}`, { key: t.key }));
     expect(done).toMatchObject({
       status: 'succeeded',
       trained_tokens: 5000,
       fine_tuned_model: `ft:ladder-tiny:demo:adp-${job.id}`,
+      estimated_finish: null,
     });
-    const events = await json<{ data: { id: string; type: string }[] }>(
-      await call(`/v1/fine_tuning/jobs/${job.id}/events`, { key: t.key }),
+    expect(done.finished_at).toBeGreaterThanOrEqual(done.created_at);
+
+    // events: newest first, OpenAI's two types, messages in its words
+    const events = await json<{ data: Event[]; has_more: boolean }>(
+      await call(`/v1/fine_tuning/jobs/${job.id}/events?limit=100`, { key: t.key }),
     );
-    expect(events.data.map((e) => e.type)).toEqual([
-      'created',
-      'dispatched',
-      'started',
-      'progress',
-      'checkpoint',
-      'succeeded',
-      'succeeded',
+    expect(events.has_more).toBe(false);
+    const oldestFirst = events.data.toReversed();
+    expect(oldestFirst.map((e) => e.message)).toEqual([
+      `Created fine-tuning job: ${job.id}`,
+      `Validating training file: ${file.id}`,
+      'Files validated, moving job to queued state',
+      expect.stringMatching(/^Leased to worker stand-in-[ab] \(attempt 1\)$/),
+      'Fine-tuning job started',
+      'Step 5/10: training loss=1.5, validation loss=1.6',
+      'Checkpoint created at step 5',
+      '2 examples were truncated',
+      'Step 10/10: training loss=1',
+      `New fine-tuned model created: ${done.fine_tuned_model}`,
+      'The job has successfully completed',
+      // the retry with another id, after the job had ended: recorded, with no effect
+      'Fine-tuning job succeeded',
     ]);
+    expect(oldestFirst.map((e) => e.type)).toEqual([
+      ...Array(5).fill('message'),
+      'metrics',
+      'message',
+      'message',
+      'metrics',
+      ...Array(3).fill('message'),
+    ]);
+    expect(oldestFirst.map((e) => e.level)[7]).toBe('warn');
+    expect(oldestFirst.every((e) => e.object === 'fine_tuning.job.event')).toBe(true);
+    expect(oldestFirst[5]!.data).toMatchObject({
+      step: 5,
+      total_steps: 10,
+      train_loss: 1.5,
+      train_mean_token_accuracy: 0.5,
+      valid_loss: 1.6,
+      valid_mean_token_accuracy: 0.4,
+    });
+    const page1 = await json<{ data: Event[]; has_more: boolean }>(
+      await call(`/v1/fine_tuning/jobs/${job.id}/events?limit=5`, { key: t.key }),
+    );
+    expect(page1.has_more).toBe(true);
+    const page2 = await json<{ data: Event[]; has_more: boolean }>(
+      await call(`/v1/fine_tuning/jobs/${job.id}/events?limit=10&after=${page1.data.at(-1)!.id}`, {
+        key: t.key,
+      }),
+    );
+    expect([...page1.data, ...page2.data].map((e) => e.id)).toEqual(events.data.map((e) => e.id));
+    expect(page2.has_more).toBe(false);
+
+    // the stream: oldest first, and from Last-Event-ID on
     const sse = await call(`/v1/fine_tuning/jobs/${job.id}/events?stream=true`, { key: t.key });
     expect(sse.headers.get('content-type')).toContain('text/event-stream');
     const sseText = await sse.text();
-    expect(sseText.match(/event: fine_tuning.job.event/g)).toHaveLength(7);
+    expect(sseText.match(/event: fine_tuning.job.event/g)).toHaveLength(12);
     expect(sseText.trim().endsWith('data: [DONE]')).toBe(true);
-    const ckpts = await json<{ data: { step_number: number; metrics: Record<string, number> }[] }>(
+    const resumed = await call(`/v1/fine_tuning/jobs/${job.id}/events`, {
+      key: t.key,
+      headers: { accept: 'text/event-stream', 'last-event-id': oldestFirst[8]!.id },
+    });
+    const resumedIds = [...(await resumed.text()).matchAll(/^id: (.+)$/gm)].map((m) => m[1]);
+    expect(resumedIds).toEqual(oldestFirst.slice(9).map((e) => e.id));
+
+    const ckpts = await json<{ data: Checkpoint[] }>(
       await call(`/v1/fine_tuning/jobs/${job.id}/checkpoints`, { key: t.key }),
     );
-    expect(ckpts.data).toMatchObject([{ step_number: 5, metrics: { train_loss: 1.4 } }]);
+    expect(ckpts.data).toEqual([
+      {
+        id: expect.any(String),
+        object: 'fine_tuning.job.checkpoint',
+        created_at: expect.any(Number),
+        fine_tuned_model_checkpoint: `${done.fine_tuned_model}:ckpt-step-5`,
+        fine_tuning_job_id: job.id,
+        step_number: 5,
+        metrics: { step: 5, train_loss: 1.5, train_mean_token_accuracy: 0.5 },
+      },
+    ]);
+
+    // the result file: OpenAI's columns, one row a step, the full validation figures on the last
+    expect(done.result_files).toHaveLength(1);
+    const resultId = done.result_files[0]!;
+    expect(await json(await call(`/v1/files/${resultId}`, { key: t.key }))).toMatchObject({
+      id: resultId,
+      object: 'file',
+      purpose: 'fine-tune-results',
+      format: null,
+    });
+    const csv = await call(`/v1/files/${resultId}/content`, { key: t.key });
+    expect(csv.headers.get('content-type')).toBe('text/csv');
+    expect(await csv.text()).toBe(
+      [
+        'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,full_valid_loss,full_valid_mean_token_accuracy',
+        '5,1.5,0.5,1.6,0.4,,',
+        '10,1,1,,,1.1,0.9',
+        '',
+      ].join('\n'),
+    );
+    // a result file is not training data
+    const reuse = await json<ApiErrorBody>(
+      await createJob(t.key, { model: 'ladder-tiny', training_file: resultId }),
+      400,
+    );
+    expect(reuse.error).toMatchObject({ param: 'training_file', code: 'invalid_file_purpose' });
+    const other = await newTenant('other');
+    expect((await call(`/v1/files/${resultId}/content`, { key: other.key })).status).toBe(404);
 
     const models = await json<{ data: { id: string; kind: string }[] }>(
       await call('/v1/models', { key: t.key }),
@@ -255,18 +420,19 @@ describe('fine-tuning jobs', () => {
     });
     const done = await json<Job>(await call(`/v1/fine_tuning/jobs/${job.id}`, { key: t.key }));
     expect(done).toMatchObject({ status: 'succeeded', attempt: 2 });
-    const events = await json<{ data: { type: string; message: string }[] }>(
+    const events = await json<{ data: Event[] }>(
       await call(`/v1/fine_tuning/jobs/${job.id}/events`, { key: t.key }),
     );
-    expect(events.data.map((e) => e.type)).toEqual([
-      'created',
-      'dispatched',
-      'lease_expired',
-      'dispatched',
-      'progress',
-      'succeeded',
+    const messages = events.data.map((e) => e.message).toReversed();
+    expect(messages.slice(3)).toEqual([
+      expect.stringMatching(/^Leased to worker .+ \(attempt 1\)$/),
+      expect.stringMatching(/made no progress for \d+s; re-dispatching \(attempt 2 of 3\)$/),
+      expect.stringMatching(/^Leased to worker .+ \(attempt 2\), resuming from step 5$/),
+      'Step 6/0',
+      expect.stringMatching(/^New fine-tuned model created: /),
+      'The job has successfully completed',
     ]);
-    expect(events.data[3]!.message).toContain('resuming from step 5');
+    expect(events.data.find((e) => e.message.includes('re-dispatching'))!.level).toBe('warn');
   });
 
   it('fails the job with a reason after the retry limit of lease expiries', async () => {
@@ -288,7 +454,69 @@ describe('fine-tuning jobs', () => {
     expect(failed.error!.message).toContain(`after ${env.JOB_MAX_ATTEMPTS} attempts`);
   });
 
-  it('cancels a running job; the worker learns it from its next callback', async () => {
+  it('pauses a running job (its worker checkpoints and stops) and resumes it with the next attempt', async () => {
+    const t = await newTenant();
+    const file = await uploadFile(t.key);
+    const job = await json<Job>(await createJob(t.key, { model: 'ladder-tiny', training_file: file.id }));
+    const start = await eventually(async () => [...a.jobs, ...b.jobs].find((j) => j.job_id === job.id));
+    const worker = a.jobs.includes(start) ? a : b;
+    const post = (action: string) =>
+      call(`/v1/fine_tuning/jobs/${job.id}/${action}`, { key: t.key, method: 'POST' });
+    expect((await json<ApiErrorBody>(await post('resume'), 400)).error.code).toBe('job_not_resumable');
+    await worker.sendEvent(start, {
+      event_id: 'p1',
+      type: 'progress',
+      step: 2,
+      total_steps: 8,
+      tokens_per_s: 1500,
+      eta_s: 30,
+    });
+
+    expect((await json<Job>(await post('pause'))).status).toBe('paused');
+    expect(await eventually(async () => worker.controls.find((c) => c.job_id === job.id))).toEqual({
+      job_id: job.id,
+      action: 'pause',
+    });
+    expect(
+      await runInDurableObject(registryStub(), (reg: WorkerRegistry) => reg.leases().map((l) => l.job_id)),
+    ).not.toContain(job.id);
+    expect((await json<ApiErrorBody>(await post('pause'), 400)).error.code).toBe('job_not_pausable');
+    expect(
+      await json(await worker.sendEvent(start, { event_id: `${job.id}-paused-a1`, type: 'paused', step: 3 })),
+    ).toMatchObject({ job_status: 'paused' });
+
+    const resumed = await json<Job>(await post('resume'));
+    expect(resumed).toMatchObject({ status: 'queued', attempt: 2 });
+    const second = await eventually(async () =>
+      [...a.jobs, ...b.jobs].find((j) => j.job_id === job.id && j.attempt === 2),
+    );
+    expect((await json<Job>(await call(`/v1/fine_tuning/jobs/${job.id}`, { key: t.key }))).status).toBe(
+      'running',
+    );
+    // A resume is not a failed attempt: a lease expiry after it is the first of JOB_MAX_ATTEMPTS.
+    expect(await expireLeasesAfter(env.JOB_LEASE_S * 1000 + 1)).toContain(job.id);
+    await eventually(async () => [...a.jobs, ...b.jobs].find((j) => j.job_id === job.id && j.attempt === 3));
+    const events = await json<{ data: Event[] }>(
+      await call(`/v1/fine_tuning/jobs/${job.id}/events`, { key: t.key }),
+    );
+    expect(
+      events.data
+        .map((e) => e.message)
+        .toReversed()
+        .slice(4),
+    ).toEqual([
+      'Step 2/8: 1500 tokens/s, about 30s left',
+      'Pausing fine-tuning job: the worker saves a checkpoint and stops',
+      'Fine-tuning job paused at step 3',
+      'Fine-tuning job resumed',
+      expect.stringMatching(/\(attempt 2\), resuming from step 5$/),
+      expect.stringMatching(/re-dispatching \(attempt 2 of 3\)$/),
+      expect.stringMatching(/\(attempt 3\), resuming from step 5$/),
+    ]);
+    expect(second.method).toEqual(start.method);
+  });
+
+  it('cancels a running job: its worker is told, and learns it from its next callback too', async () => {
     const t = await newTenant();
     const file = await uploadFile(t.key);
     const job = await json<Job>(await createJob(t.key, { model: 'ladder-tiny', training_file: file.id }));
@@ -298,6 +526,11 @@ describe('fine-tuning jobs', () => {
       (await json<Job>(await call(`/v1/fine_tuning/jobs/${job.id}/cancel`, { key: t.key, method: 'POST' })))
         .status,
     ).toBe('cancelled');
+    // the worker is told at once, and the answer to its next callback says it too
+    expect(await eventually(async () => worker.controls.find((c) => c.job_id === job.id))).toEqual({
+      job_id: job.id,
+      action: 'cancel',
+    });
     expect(
       await json(await worker.sendEvent(start, { event_id: 'c1', type: 'progress', step: 1 })),
     ).toMatchObject({ job_status: 'cancelled' });

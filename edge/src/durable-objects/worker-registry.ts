@@ -70,10 +70,15 @@ export class WorkerRegistry extends DurableObject<Env> {
         since,
       )
       .toArray()
-      .map((r) => ({
-        ...(r as unknown as WorkerInfo),
-        loaded_adapters: JSON.parse(r.loaded_adapters as string),
-      }));
+      .map(workerInfo);
+  }
+
+  /** A worker by id, heard from recently or not (a job's worker may since have gone quiet). */
+  worker(workerId: string): WorkerInfo | null {
+    const row = this.sql
+      .exec<Record<string, SqlStorageValue>>('SELECT * FROM workers WHERE worker_id = ?', workerId)
+      .toArray()[0];
+    return row ? workerInfo(row) : null;
   }
 
   async lease(lease: Omit<Lease, 'expires_at'>, now: number): Promise<Lease> {
@@ -149,6 +154,10 @@ export class WorkerRegistry extends DurableObject<Env> {
     if (next === null) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(next);
   }
+}
+
+function workerInfo(r: Record<string, SqlStorageValue>): WorkerInfo {
+  return { ...(r as unknown as WorkerInfo), loaded_adapters: JSON.parse(r.loaded_adapters as string) };
 }
 
 export function registry(env: Env): DurableObjectStub<WorkerRegistry> {

@@ -1,11 +1,14 @@
-import { StartJobRequest, StartJobResponse, TrainingMethod } from '@ladder/schemas';
+import { StartJobRequest, StartJobResponse } from '@ladder/schemas';
 import { registry } from '../durable-objects/worker-registry.ts';
 import { config } from '../lib/config.ts';
+import { ApiException } from '../lib/errors.ts';
 import { signedFileUrl } from '../lib/file-urls.ts';
 import { unixSeconds } from '../lib/ids.ts';
 import { rendezvousOrder, withFailover } from '../lib/routing.ts';
 import { signedFetch } from '../lib/worker-client.ts';
-import { addEvent, type JobRow } from '../store/jobs.ts';
+import { getFile } from '../store/files.ts';
+import { addEvent, type JobRow, rowMethod } from '../store/jobs.ts';
+import { checkJobFiles } from './create.ts';
 import type { TrainingJobMessage } from './queue-message.ts';
 
 export type DispatchOutcome = 'leased' | 'stale' | 'no_worker';
@@ -24,7 +27,10 @@ export async function dispatchJob(
   const job = await env.DB.prepare('SELECT * FROM jobs WHERE id = ? AND tenant_id = ?')
     .bind(msg.job_id, msg.tenant)
     .first<JobRow>();
-  if (job?.status !== 'queued' || job.attempt !== msg.attempt) return 'stale';
+  if (!job || job.attempt !== msg.attempt) return 'stale';
+  if (job.status === 'validating_files') {
+    if (!(await validateFiles(env, job))) return 'stale';
+  } else if (job.status !== 'queued') return 'stale';
 
   const workers = (await registry(env).healthy(now)).filter((w) => w.backbone === job.model);
   if (workers.length === 0) return 'no_worker';
@@ -36,7 +42,7 @@ export async function dispatchJob(
     validation_file_url: job.validation_file
       ? await signedFileUrl(env, job.tenant_id, job.validation_file, now)
       : undefined,
-    method: TrainingMethod.parse(JSON.parse(job.method)),
+    method: rowMethod(job),
     suffix: job.suffix ?? undefined,
     seed: job.seed,
     callback_url: new URL(`/internal/v1/jobs/${job.id}/events`, base).toString(),
@@ -77,6 +83,61 @@ export async function dispatchJob(
     data: { worker_id: accepted.worker_id, attempt: job.attempt, resumed_from_step: resumed },
   });
   return 'leased';
+}
+
+/**
+ * A job's first step (OpenAI's `validating_files`): its files must still be there, in R2 too, as
+ * fine-tuning files. Moves it to `queued`, or fails it naming the file. True when it may go on.
+ */
+async function validateFiles(env: Env, job: JobRow): Promise<boolean> {
+  let problem: { message: string; param: string | null } | null = null;
+  try {
+    await checkJobFiles(env, job.tenant_id, job);
+    for (const [param, id] of [
+      ['training_file', job.training_file],
+      ['validation_file', job.validation_file],
+    ] as const) {
+      const row = id ? await getFile(env, job.tenant_id, id) : null;
+      if (row && !(await env.FILES.head(row.r2_key)))
+        problem ??= { message: `The bytes of file ${id} are missing.`, param };
+    }
+  } catch (err) {
+    if (!(err instanceof ApiException)) throw err;
+    problem = { message: err.message, param: err.param };
+  }
+  if (problem) {
+    const error = { code: 'invalid_file', ...problem };
+    const res = await env.DB.prepare(
+      `UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status = 'validating_files'`,
+    )
+      .bind(JSON.stringify(error), unixSeconds(), job.id)
+      .run();
+    if (res.meta.changes > 0)
+      await addEvent(env, {
+        id: `${job.id}-files-invalid`,
+        job_id: job.id,
+        tenant_id: job.tenant_id,
+        type: 'failed',
+        level: 'error',
+        message: `File validation failed: ${problem.message}`,
+      });
+    return false;
+  }
+  const res = await env.DB.prepare(
+    `UPDATE jobs SET status = 'queued' WHERE id = ? AND status = 'validating_files'`,
+  )
+    .bind(job.id)
+    .run();
+  if (res.meta.changes === 0) return false; // cancelled meanwhile
+  job.status = 'queued';
+  await addEvent(env, {
+    id: `${job.id}-files-validated`,
+    job_id: job.id,
+    tenant_id: job.tenant_id,
+    type: 'files_validated',
+    message: 'Files validated, moving job to queued state',
+  });
+  return true;
 }
 
 /** The queue gave up on placing the job: fail it with the reason rather than leave it queued forever. */

@@ -5,6 +5,7 @@ import { ApiException } from '../lib/errors.ts';
 import { unixSeconds } from '../lib/ids.ts';
 import { adapterModelId, registerAdapter } from '../store/adapters.ts';
 import { addEvent, type JobRow, TERMINAL } from '../store/jobs.ts';
+import { writeResultsFile } from './results.ts';
 
 /**
  * Applies a worker's signed progress/final event to its job. Every effect is idempotent (guarded
@@ -20,11 +21,28 @@ export async function applyJobEvent(
   const seen = await env.DB.prepare('SELECT 1 FROM job_events WHERE id = ?').bind(e.event_id).first();
   if (seen) return { duplicate: true, job_status: job.status };
   let status = job.status;
+  let modelId: string | null = null;
   if (!TERMINAL.has(job.status)) {
     const reg = registry(env);
     switch (e.type) {
       case 'started':
+        await reg.renew(job.id, now);
+        if (e.hyperparameters) {
+          await env.DB.prepare('UPDATE jobs SET hyperparameters = ? WHERE id = ?')
+            .bind(JSON.stringify(e.hyperparameters), job.id)
+            .run();
+        }
+        break;
       case 'progress':
+      case 'metrics':
+        await reg.renew(job.id, now);
+        if (e.eta_s !== null && job.status === 'running') {
+          await env.DB.prepare('UPDATE jobs SET estimated_finish = ? WHERE id = ?')
+            .bind(unixSeconds(now) + Math.round(e.eta_s), job.id)
+            .run();
+        }
+        break;
+      case 'warning':
         await reg.renew(job.id, now);
         break;
       case 'checkpoint':
@@ -37,19 +55,30 @@ export async function applyJobEvent(
             job.id,
             job.tenant_id,
             e.step,
-            JSON.stringify({ step: e.step, train_loss: e.loss, valid_loss: e.eval_loss, epoch: e.epoch }),
+            JSON.stringify(e.metrics ?? { step: e.step, train_loss: e.loss, valid_loss: e.eval_loss }),
             unixSeconds(Date.parse(e.created_at)),
           )
           .run();
         break;
+      case 'paused':
+        // The worker stopped at a checkpoint; a pause the edge asked for is already recorded.
+        await env.DB.prepare(
+          `UPDATE jobs SET status = 'paused', estimated_finish = NULL WHERE id = ? AND status = 'running'`,
+        )
+          .bind(job.id)
+          .run();
+        await reg.release(job.id);
+        status = 'paused';
+        break;
       case 'succeeded':
-        status = await succeed(env, job, e, now);
+        modelId = await succeed(env, job, e, now);
+        status = 'succeeded';
         await reg.release(job.id);
         break;
       case 'failed':
       case 'cancelled':
         await env.DB.prepare(
-          `UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')`,
+          `UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running', 'paused')`,
         )
           .bind(
             e.type,
@@ -70,25 +99,30 @@ export async function applyJobEvent(
     job_id: job.id,
     tenant_id: job.tenant_id,
     type: e.type,
-    level: e.type === 'failed' ? 'error' : 'info',
-    message: e.message || describe(e),
-    data: {
-      step: e.step,
-      total_steps: e.total_steps,
-      epoch: e.epoch,
-      train_loss: e.loss,
-      valid_loss: e.eval_loss,
-      learning_rate: e.learning_rate,
-      tokens_per_s: e.tokens_per_s,
-      eta_s: e.eta_s,
-    },
+    level: e.type === 'failed' ? 'error' : e.type === 'warning' ? 'warn' : 'info',
+    message: describe(e, modelId),
+    data: eventData(e),
     created_at: unixSeconds(Date.parse(e.created_at)),
   });
+  if (modelId) {
+    // After the final event's row, so the result file has every metrics event before it.
+    await addEvent(env, {
+      id: `${job.id}-completed`,
+      job_id: job.id,
+      tenant_id: job.tenant_id,
+      type: 'completed',
+      message: 'The job has successfully completed',
+      created_at: unixSeconds(now),
+    });
+  }
   return { duplicate: false, job_status: status };
 }
 
-/** The final event: register the adapter, record the billable training tokens once, close the job. */
-async function succeed(env: Env, job: JobRow, e: JobEvent, now: number): Promise<'succeeded'> {
+/**
+ * The final event: register the adapter, record the billable training tokens once, write the
+ * result file, close the job. Answers the adapter's model name.
+ */
+async function succeed(env: Env, job: JobRow, e: JobEvent, now: number): Promise<string> {
   const manifest = e.adapter;
   if (!manifest)
     throw new ApiException(
@@ -108,7 +142,7 @@ async function succeed(env: Env, job: JobRow, e: JobEvent, now: number): Promise
     );
   }
   const modelId = adapterModelId(job.model, job.suffix, manifest.adapter_id);
-  const trainingTokens = e.billed_training_tokens ?? manifest.training.tokens;
+  const billed = e.billed_training_tokens ?? manifest.training.tokens;
   await registerAdapter(env, {
     id: manifest.adapter_id,
     tenant_id: job.tenant_id,
@@ -129,19 +163,81 @@ async function succeed(env: Env, job: JobRow, e: JobEvent, now: number): Promise
     ts: now,
     prompt_tokens: 0,
     completion_tokens: 0,
-    training_tokens: trainingTokens,
+    training_tokens: billed,
   });
+  const resultFile = await writeResultsFile(env, job, e.metrics, now);
   await env.DB.prepare(
-    `UPDATE jobs SET status = 'succeeded', fine_tuned_model = ?, trained_tokens = ?, finished_at = ?
-     WHERE id = ? AND status IN ('queued', 'running')`,
+    `UPDATE jobs SET status = 'succeeded', fine_tuned_model = ?, trained_tokens = ?, result_files = ?,
+       estimated_finish = NULL, finished_at = ?
+     WHERE id = ? AND status IN ('queued', 'running', 'paused')`,
   )
-    .bind(modelId, trainingTokens, unixSeconds(now), job.id)
+    .bind(modelId, e.trained_tokens ?? billed, JSON.stringify([resultFile]), unixSeconds(now), job.id)
     .run();
-  return 'succeeded';
+  return modelId;
 }
 
-function describe(e: JobEvent): string {
-  if (e.type === 'progress') return `Step ${e.step}/${e.total_steps}: training loss=${e.loss ?? 'n/a'}`;
-  if (e.type === 'checkpoint') return `Checkpoint at step ${e.step}`;
-  return `Job ${e.type}`;
+/** What a public event's `data` holds: a metrics event's figures OpenAI-named, with Ladder's beside them. */
+function eventData(e: JobEvent): Record<string, unknown> {
+  const progress = {
+    epoch: e.epoch,
+    learning_rate: e.learning_rate,
+    tokens_per_s: e.tokens_per_s,
+    eta_s: e.eta_s,
+  };
+  switch (e.type) {
+    case 'metrics':
+      return { step: e.step, ...e.metrics, total_steps: e.total_steps, ...progress };
+    case 'progress':
+      return {
+        step: e.step,
+        total_steps: e.total_steps,
+        train_loss: e.loss,
+        valid_loss: e.eval_loss,
+        ...progress,
+      };
+    case 'started':
+      return e.hyperparameters ? { hyperparameters: e.hyperparameters } : {};
+    case 'checkpoint':
+      return { step: e.step, ...e.metrics };
+    default:
+      return { step: e.step, total_steps: e.total_steps };
+  }
+}
+
+const figure = (x: number) => String(Number(x.toFixed(4)));
+
+/** Messages in OpenAI's words where it has them; the worker's own text otherwise. */
+function describe(e: JobEvent, modelId: string | null): string {
+  switch (e.type) {
+    case 'started':
+      return e.message ? `Fine-tuning job started: ${e.message}` : 'Fine-tuning job started';
+    case 'metrics': {
+      const m = e.metrics;
+      if (!m) return `Step ${e.step}/${e.total_steps}`;
+      const parts = [`training loss=${figure(m.train_loss)}`];
+      if (m.valid_loss !== undefined) parts.push(`validation loss=${figure(m.valid_loss)}`);
+      if (m.full_valid_loss !== undefined) parts.push(`full validation loss=${figure(m.full_valid_loss)}`);
+      return `Step ${m.step}/${e.total_steps}: ${parts.join(', ')}`;
+    }
+    case 'progress': {
+      // The worker's pace beside its metrics events (which carry the loss): no second loss line.
+      const pace = [
+        e.tokens_per_s === null ? null : `${Math.round(e.tokens_per_s)} tokens/s`,
+        e.eta_s === null ? null : `about ${Math.round(e.eta_s)}s left`,
+      ].filter(Boolean);
+      return `Step ${e.step}/${e.total_steps}${pace.length ? `: ${pace.join(', ')}` : ''}`;
+    }
+    case 'checkpoint':
+      return `Checkpoint created at step ${e.step}`;
+    case 'paused':
+      return e.message || `Fine-tuning job paused at step ${e.step}`;
+    case 'succeeded':
+      return modelId ? `New fine-tuned model created: ${modelId}` : e.message || 'Fine-tuning job succeeded';
+    case 'failed':
+      return e.message || 'Fine-tuning job failed';
+    case 'cancelled':
+      return e.message || 'Fine-tuning job cancelled';
+    default:
+      return e.message || `Job ${e.type}`;
+  }
 }

@@ -20,8 +20,10 @@ export async function expireLease(
   if (job?.status !== 'running' || job.attempt !== lease.attempt) return 'stale';
   const maxAttempts = config(env).jobMaxAttempts;
   const leaseS = config(env).jobLeaseS;
-  if (job.attempt >= maxAttempts) {
-    const message = `worker ${lease.worker_id} made no progress for ${leaseS}s; gave up after ${job.attempt} attempts`;
+  // A resume is an attempt too, but not one that failed: only lease expiries count to the limit.
+  const tries = job.attempt - job.resumes;
+  if (tries >= maxAttempts) {
+    const message = `worker ${lease.worker_id} made no progress for ${leaseS}s; gave up after ${tries} attempts`;
     await env.DB.prepare(
       `UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND attempt = ? AND status = 'running'`,
     )
@@ -55,7 +57,7 @@ export async function expireLease(
     tenant_id: job.tenant_id,
     type: 'lease_expired',
     level: 'warn',
-    message: `worker ${lease.worker_id} made no progress for ${leaseS}s; re-dispatching (attempt ${attempt} of ${maxAttempts})`,
+    message: `worker ${lease.worker_id} made no progress for ${leaseS}s; re-dispatching (attempt ${tries + 1} of ${maxAttempts})`,
   });
   await enqueueJob(env, { job_id: job.id, tenant: job.tenant_id, attempt });
   return 'redispatched';

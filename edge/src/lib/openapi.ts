@@ -1,6 +1,6 @@
 import type { Hook } from '@hono/zod-openapi';
 import { OpenAPIHono, z } from '@hono/zod-openapi';
-import { ApiError, describeIssues } from '@ladder/schemas';
+import { ApiError, describeIssues, issueParam } from '@ladder/schemas';
 import { invalidRequest } from './errors.ts';
 import type { AppEnv } from './types.ts';
 
@@ -9,7 +9,7 @@ import type { AppEnv } from './types.ts';
 const defaultHook: Hook<any, AppEnv, any, any> = (result) => {
   if (!result.success) {
     const first = result.error.issues[0];
-    throw invalidRequest(describeIssues(result.error), first?.path.length ? first.path.join('.') : null);
+    throw invalidRequest(describeIssues(result.error), first ? issueParam(first) : null);
   }
 };
 

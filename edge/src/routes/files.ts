@@ -12,7 +12,7 @@ import { config } from '../lib/config.ts';
 import { ApiException, invalidRequest, notFound } from '../lib/errors.ts';
 import { newId, unixSeconds } from '../lib/ids.ts';
 import { bearer, errorResponses, IdParam, json, router } from '../lib/openapi.ts';
-import { type FileRow, fileKey, fileObject, getFile } from '../store/files.ts';
+import { type FileRow, fileKey, fileObject, getFile, storeFile } from '../store/files.ts';
 
 /** Line errors quoted in a refused upload's message. */
 const QUOTED_ERRORS = 10;
@@ -110,27 +110,7 @@ export function fileRoutes() {
         created_at: unixSeconds(),
       };
       row.r2_key = fileKey(tenant, row.id);
-      await c.env.FILES.put(row.r2_key, upload.bytes, {
-        httpMetadata: { contentType: 'application/jsonl' },
-        customMetadata: { tenant, sha256: row.sha256 },
-      });
-      await c.env.DB.prepare(
-        `INSERT INTO files (id, tenant_id, filename, purpose, bytes, format, line_count, sha256, r2_key, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-        .bind(
-          row.id,
-          tenant,
-          row.filename,
-          row.purpose,
-          row.bytes,
-          row.format,
-          row.line_count,
-          row.sha256,
-          row.r2_key,
-          row.created_at,
-        )
-        .run();
+      await storeFile(c.env, { row, bytes: upload.bytes, contentType: 'application/jsonl' });
       return c.json(fileObject(row), 200);
     },
   );
@@ -182,9 +162,16 @@ export function fileRoutes() {
       method: 'get',
       path: '/v1/files/{file_id}/content',
       security: bearer,
+      description: "The file's bytes: JSONL for an uploaded file, CSV for a job's result file.",
       request: { params: IdParam('file_id') },
       responses: {
-        200: { description: 'The JSONL bytes', content: { 'application/jsonl': { schema: z.string() } } },
+        200: {
+          description: 'The bytes',
+          content: {
+            'application/jsonl': { schema: z.string() },
+            'text/csv': { schema: z.string() },
+          },
+        },
         ...errorResponses,
       },
     }),
@@ -193,7 +180,8 @@ export function fileRoutes() {
       const row = await getFile(c.env, c.get('tenant').id, id);
       const obj = row && (await c.env.FILES.get(row.r2_key));
       if (!obj) throw notFound('file', id, 'file_id');
-      return c.body(obj.body, 200, { 'content-type': 'application/jsonl' }) as never;
+      const type = obj.httpMetadata?.contentType ?? 'application/jsonl';
+      return c.body(obj.body, 200, { 'content-type': type }) as never;
     },
   );
 
