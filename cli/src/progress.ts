@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { compact, duration } from './format.ts';
 import type { Output } from './io.ts';
 
-/** The training figures a job event carries in `data` (the edge copies them from the worker's event). */
+/** The training figures a job event carries in `data` (the edge copies them from the worker's events). */
 const ProgressData = z.object({
   step: z.number().optional(),
   total_steps: z.number().optional(),
@@ -21,16 +21,24 @@ export interface TrainingProgress {
   etaS: number | null;
 }
 
-export function progressOf(event: FineTuningJobEvent): TrainingProgress | null {
-  const parsed = ProgressData.safeParse(event.data ?? {});
+/**
+ * The figures an event adds to what is known of the run: `metrics` events carry the loss, the
+ * worker's pace messages tokens/s and eta; each keeps the last known value of what it lacks.
+ */
+export function progressOf(
+  event: FineTuningJobEvent,
+  known: TrainingProgress | null,
+): TrainingProgress | null {
+  const parsed = ProgressData.safeParse(event.data);
   if (!parsed.success || parsed.data.step === undefined) return null;
   const d = parsed.data;
+  if (event.type !== 'metrics' && d.tokens_per_s == null) return null;
   return {
     step: d.step!,
-    totalSteps: d.total_steps ?? 0,
-    loss: d.train_loss ?? null,
-    tokensPerS: d.tokens_per_s ?? null,
-    etaS: d.eta_s ?? null,
+    totalSteps: d.total_steps || known?.totalSteps || 0,
+    loss: d.train_loss ?? known?.loss ?? null,
+    tokensPerS: d.tokens_per_s ?? known?.tokensPerS ?? null,
+    etaS: d.eta_s ?? known?.etaS ?? null,
   };
 }
 

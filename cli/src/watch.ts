@@ -2,7 +2,13 @@ import { describeIssues, FineTuningJob, FineTuningJobEvent } from '@ladder/schem
 import type { CommandContext } from './command.ts';
 import { CliError, EXIT } from './errors.ts';
 import { clockTime, integer, json } from './format.ts';
-import { describeProgress, progressOf, StatusLine, terminalColumns } from './progress.ts';
+import {
+  describeProgress,
+  progressOf,
+  StatusLine,
+  type TrainingProgress,
+  terminalColumns,
+} from './progress.ts';
 
 const TERMINAL = new Set<FineTuningJob['status']>(['succeeded', 'failed', 'cancelled']);
 /** Consecutive broken streams tolerated before giving up. */
@@ -24,6 +30,7 @@ export async function watchJob(ctx: CommandContext, jobId: string): Promise<numb
   if (status.redraws && !ctx.settings.json)
     ctx.note(`watching ${jobId} (Ctrl-C stops watching; the job goes on: ladder jobs cancel ${jobId})`);
   let after: string | undefined;
+  let known: TrainingProgress | null = null;
   let brokenStreams = 0;
   for (;;) {
     let received = 0;
@@ -53,10 +60,14 @@ export async function watchJob(ctx: CommandContext, jobId: string): Promise<numb
   }
 
   function show(event: FineTuningJobEvent): void {
-    const progress = event.type === 'progress' ? progressOf(event) : null;
+    const progress = progressOf(event, known);
+    // Plain output gets one line a step, a terminal every update (loss, then pace, of one step).
+    const fresh = progress !== null && (known === null || progress.step > known.step);
+    if (progress) known = progress;
     if (progress && status.redraws) status.update(describeProgress(progress, barWidth));
-    else if (progress) status.update(`${clockTime(event.created_at)}  ${describeProgress(progress, 0)}`);
-    else {
+    else if (progress) {
+      if (fresh) status.update(`${clockTime(event.created_at)}  ${describeProgress(progress, 0)}`);
+    } else {
       const level = event.level === 'info' ? '' : `${event.level}: `;
       status.print(`${clockTime(event.created_at)}  ${level}${event.message}`);
     }

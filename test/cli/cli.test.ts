@@ -170,7 +170,7 @@ describe('ladder (settings, errors, help, usage, models, admin)', () => {
     expect((await runCli(['help', 'jobs'])).stdout).toMatch(/^Usage: ladder jobs <command> \[options\]/);
     const create = await runCli(['jobs', 'create', '-h']);
     expect(create.stdout).toMatch(/^Usage: ladder jobs create --file <id\|path> \[options\]\n/);
-    expect(create.stdout).toContain('--method <lst|xladder>');
+    expect(create.stdout).toContain('--method <supervised|lst|xladder>');
     const bare = await runCli([]);
     expect(bare.code).toBe(2);
     expect(bare.stderr).toContain('Usage: ladder <command>');

@@ -63,8 +63,25 @@ describe('ladder jobs', () => {
     const body = JSON.parse(create.body);
     expect(body).toMatchObject({
       model: BACKBONE,
-      method: { type: 'xladder', hyperparameters: { n_epochs: 2, learning_rate: 0.01 } },
+      method: { type: 'xladder', xladder: { hyperparameters: { n_epochs: 2, learning_rate: 0.01 } } },
       suffix: 'capitals',
+    });
+    // with no options: OpenAI's default shape, every hyperparameter left to the platform
+    expect((await runCli(['jobs', 'create', '--file', fileId], { env })).code).toBe(0);
+    expect(JSON.parse(edge.requestsTo('POST', '/v1/fine_tuning/jobs').at(-1)!.body).method).toEqual({
+      type: 'supervised',
+      supervised: { hyperparameters: {} },
+    });
+    const auto = await runCli(
+      ['jobs', 'create', '--file', fileId, '--epochs', 'auto', '--batch-size', '16'],
+      {
+        env,
+      },
+    );
+    expect(auto.code).toBe(0);
+    expect(JSON.parse(edge.requestsTo('POST', '/v1/fine_tuning/jobs').at(-1)!.body).method).toEqual({
+      type: 'supervised',
+      supervised: { hyperparameters: { n_epochs: 'auto', batch_size: 16 } },
     });
     expect(body.training_file).toMatch(/^file-\d+$/);
   });
@@ -74,6 +91,8 @@ describe('ladder jobs', () => {
     for (const args of [
       ['--method', 'lora'],
       ['--epochs', '0'],
+      ['--epochs', 'many'],
+      ['--batch-size', '1000'],
       ['--lr', 'fast'],
       ['--suffix', 'has space'],
     ]) {
@@ -97,7 +116,7 @@ describe('ladder jobs', () => {
       'step 3/4 (75%)  loss 1.5000  1.5k tok/s  eta 3s',
       'step 4/4 (100%)  loss 1.2500  1.5k tok/s  eta 0s',
     ]);
-    expect(lines.some((l) => l.endsWith('Checkpoint at step 2'))).toBe(true);
+    expect(lines.some((l) => l.endsWith('Checkpoint created at step 2'))).toBe(true);
     expect(run.stderr).not.toContain('\r');
     expect(lines.at(-1)).toBe(
       `job ${id} succeeded (4,096 training tokens); chat with it: ladder chat ${run.stdout.trim()}`,
@@ -116,7 +135,7 @@ describe('ladder jobs', () => {
     expect(run.stderr).toContain('] 4/4  100%  loss 1.2500');
     // The checkpoint line clears the bar, prints, and the bar comes back below it.
     const erased = run.stderr.replaceAll('\x1b[K', '<erase>');
-    expect(erased).toMatch(/\r<erase>\S+ {2}Checkpoint at step 2\n\[█+░+\] 2\/4/);
+    expect(erased).toMatch(/\r<erase>\S+ {2}Checkpoint created at step 2\n\[█+░+\] 2\/4/);
     // Status lines never reach the terminal's width (a wrapped line cannot be redrawn).
     for (const drawn of redraws)
       expect(drawn.split('\n')[0]!.replaceAll('\x1b[K', '').length).toBeLessThan(100);
@@ -178,7 +197,7 @@ describe('ladder jobs', () => {
     expect(model).toBe(`ft:${BACKBONE}:adapter:adp-${jobId}`);
   });
 
-  it('list, get and cancel', async () => {
+  it('list, get, pause (refused before it runs) and cancel', async () => {
     const id = await createJob('--suffix', 'listed');
     const list = await runCli(['jobs', 'list'], { env });
     expect(list.code).toBe(0);
@@ -186,12 +205,18 @@ describe('ladder jobs', () => {
       /^ID\s+STATUS\s+METHOD\s+MODEL\s+FINE-TUNED MODEL\s+CREATED \(UTC\)$/,
     );
     expect(list.stdout.split('\n')[1]).toMatch(
-      new RegExp(`^${id}\\s+queued\\s+lst\\s+${BACKBONE}\\s+-\\s+2025-`),
+      new RegExp(`^${id}\\s+validating_files\\s+supervised\\s+${BACKBONE}\\s+-\\s+2025-`),
     );
 
     const get = await runCli(['jobs', 'get', id], { env });
-    expect(get.stdout).toMatch(/^status\s+queued$/m);
-    expect(get.stdout).toMatch(/^method\s+lst \(epochs 3, learning rate 0\.001\)$/m);
+    expect(get.stdout).toMatch(/^status\s+validating_files$/m);
+    expect(get.stdout).toMatch(
+      /^method\s+supervised \(epochs auto, batch size auto, learning rate multiplier auto\)$/m,
+    );
+
+    const pause = await runCli(['jobs', 'pause', id], { env });
+    expect(pause.code).toBe(1);
+    expect(pause.stderr).toContain('(job_not_pausable)');
 
     const cancel = await runCli(['jobs', 'cancel', id], { env });
     expect(cancel).toMatchObject({ code: 0, stdout: `${id} cancelled\n` });

@@ -5,14 +5,16 @@ import {
   apiError,
   ChatCompletion,
   ChatCompletionRequest,
-  CreateFineTuningJobRequest,
   CreateTenantRequest,
   DatasetValidator,
+  echoMethod,
   FileObject,
   FineTuningJob,
   FineTuningJobEvent,
   formatDatasetError,
+  jobHyperparameters,
   ModelObject,
+  parseFineTuningJobRequest,
   Tenant,
   UsageReport,
 } from '@ladder/schemas';
@@ -24,7 +26,7 @@ export const BACKBONE = 'ladder-tiny';
 /** How a job's event stream unfolds: its events (ids and times are filled in) and how it ends. */
 export interface JobScript {
   events: {
-    type: string;
+    type: 'message' | 'metrics';
     message: string;
     level?: 'info' | 'warn' | 'error';
     data?: Record<string, unknown>;
@@ -49,8 +51,8 @@ export function trainingScript(
   end: JobScript['end'] = { status: 'succeeded', trained_tokens: 4096 },
 ) {
   const progress = Array.from({ length: steps }, (_, i) => ({
-    type: 'progress',
-    message: `Step ${i + 1}/${steps}`,
+    type: 'metrics' as const,
+    message: `Step ${i + 1}/${steps}: training loss=${2 - i * 0.25}`,
     data: {
       step: i + 1,
       total_steps: steps,
@@ -64,18 +66,18 @@ export function trainingScript(
   }));
   const last =
     end.status === 'succeeded'
-      ? { type: 'succeeded', message: 'Job succeeded' }
+      ? { type: 'message' as const, message: 'The job has successfully completed' }
       : end.status === 'failed'
-        ? { type: 'failed', message: end.error.message, level: 'error' as const }
-        : { type: 'cancelled', message: 'Job cancelled by the tenant' };
+        ? { type: 'message' as const, message: end.error.message, level: 'error' as const }
+        : { type: 'message' as const, message: 'Fine-tuning job cancelled' };
   return {
     events: [
-      { type: 'created', message: 'Created fine-tuning job' },
-      { type: 'started', message: 'Job started' },
+      { type: 'message', message: 'Created fine-tuning job' },
+      { type: 'message', message: 'Fine-tuning job started' },
       ...progress.slice(0, Math.ceil(steps / 2)),
       {
-        type: 'checkpoint',
-        message: `Checkpoint at step ${Math.ceil(steps / 2)}`,
+        type: 'message',
+        message: `Checkpoint created at step ${Math.ceil(steps / 2)}`,
         data: { step: Math.ceil(steps / 2) },
       },
       ...progress.slice(Math.ceil(steps / 2)),
@@ -189,12 +191,13 @@ export class StandInEdge {
     if (method === 'POST' && path === '/v1/fine_tuning/jobs') return this.createJob(headers, text);
     if (method === 'GET' && path === '/v1/fine_tuning/jobs')
       return list([...this.jobs.values()].toReversed(), FineTuningJob);
-    const m = /^\/v1\/fine_tuning\/jobs\/([^/]+)(\/cancel|\/events)?$/.exec(path);
+    const m = /^\/v1\/fine_tuning\/jobs\/([^/]+)(\/cancel|\/pause|\/resume|\/events)?$/.exec(path);
     if (m) {
       const job = this.jobs.get(m[1]!);
       if (!job) return fail(404, `No fine_tuning_job found with id '${m[1]}'`, 'fine_tuning_job_not_found');
       if (method === 'GET' && !m[2]) return Response.json(FineTuningJob.parse(job));
-      if (method === 'POST' && m[2] === '/cancel') return this.cancel(job);
+      const control = m[2]?.match(/^\/(cancel|pause|resume)$/);
+      if (method === 'POST' && control) return this.control(job, control[1]!);
       if (method === 'GET' && m[2] === '/events') return this.events(job, url.searchParams);
     }
     if (method === 'POST' && path === '/v1/chat/completions') return this.chat(text);
@@ -260,26 +263,30 @@ export class StandInEdge {
   }
 
   private createJob(headers: Headers, text: string): Response {
-    const parsed = CreateFineTuningJobRequest.safeParse(JSON.parse(text));
-    if (!parsed.success) return fail(400, parsed.error.message, 'invalid_request');
-    const body = parsed.data;
-    if (!this.files.some((f) => f.id === body.training_file))
-      return fail(404, `No file found with id '${body.training_file}'`, 'file_not_found');
+    const parsed = parseFineTuningJobRequest(JSON.parse(text));
+    if (!parsed.ok) return fail(400, parsed.refusal.message, parsed.refusal.code);
+    const spec = parsed.spec;
+    if (!this.files.some((f) => f.id === spec.training_file))
+      return fail(404, `No file found with id '${spec.training_file}'`, 'file_not_found');
     if (!headers.get('idempotency-key'))
       return fail(400, 'stand-in: expected an Idempotency-Key', 'invalid_request');
     const job = FineTuningJob.parse({
       id: `ftjob-${++this.seq}`,
       object: 'fine_tuning.job',
-      model: body.model,
+      model: spec.model,
+      organization_id: 'tenant-1',
       created_at: 1_750_000_000,
       finished_at: null,
+      estimated_finish: null,
       fine_tuned_model: null,
-      status: 'queued',
-      training_file: body.training_file,
-      validation_file: body.validation_file ?? null,
-      method: body.method,
-      suffix: body.suffix ?? null,
-      seed: body.seed ?? 7,
+      status: 'validating_files',
+      training_file: spec.training_file,
+      validation_file: spec.validation_file,
+      hyperparameters: jobHyperparameters(spec.method, null),
+      method: echoMethod(spec.method_type, spec.method, null),
+      result_files: [],
+      suffix: spec.suffix,
+      seed: spec.seed ?? 7,
       metadata: null,
       trained_tokens: null,
       error: null,
@@ -290,10 +297,17 @@ export class StandInEdge {
     return Response.json(job);
   }
 
-  private cancel(job: FineTuningJob): Response {
-    if (job.status !== 'queued' && job.status !== 'running')
-      return fail(400, `Job ${job.id} has already ${job.status}.`, 'job_not_cancellable');
-    Object.assign(job, { status: 'cancelled', finished_at: 1_750_000_100 });
+  private control(job: FineTuningJob, action: string): Response {
+    const from: Record<string, [FineTuningJob['status'][], string]> = {
+      cancel: [['validating_files', 'queued', 'running', 'paused'], 'job_not_cancellable'],
+      pause: [['running'], 'job_not_pausable'],
+      resume: [['paused'], 'job_not_resumable'],
+    };
+    const [statuses, code] = from[action]!;
+    if (!statuses.includes(job.status)) return fail(400, `Job ${job.id} has already ${job.status}.`, code);
+    const status = { cancel: 'cancelled', pause: 'paused', resume: 'queued' } as const;
+    Object.assign(job, { status: status[action as keyof typeof status] });
+    if (action === 'cancel') job.finished_at = 1_750_000_100;
     return Response.json(FineTuningJob.parse(job));
   }
 
@@ -308,7 +322,7 @@ export class StandInEdge {
         level: e.level ?? 'info',
         message: e.message,
         type: e.type,
-        data: e.data ?? null,
+        data: e.data ?? {},
       }),
     );
     const after = query.get('after');
@@ -322,7 +336,8 @@ export class StandInEdge {
     const batch = all.slice(start, start + this.eventsPerStream);
     const deliveredUpTo = start + batch.length;
     this.delivered.set(job.id, deliveredUpTo);
-    if (deliveredUpTo > 0 && job.status === 'queued') job.status = 'running';
+    if (deliveredUpTo > 0 && (job.status === 'queued' || job.status === 'validating_files'))
+      job.status = 'running';
     if (deliveredUpTo === all.length) this.finish(job, script.end);
     if (query.get('stream') !== 'true')
       return Response.json({ object: 'list', data: batch, has_more: deliveredUpTo < all.length });

@@ -106,7 +106,8 @@ const list: Command = {
         page.data.map((f) => [
           f.id,
           f.filename,
-          f.format,
+          // a job's result file is CSV, not a training format
+          f.format ?? (f.purpose === 'fine-tune-results' ? 'results (csv)' : '-'),
           integer(f.line_count),
           bytes(f.bytes),
           dateTime(f.created_at),

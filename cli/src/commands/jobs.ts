@@ -1,13 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import {
-  CreateFineTuningJobRequest,
-  describeIssues,
-  FineTuningJob,
-  listOf,
-  ModelObject,
-} from '@ladder/schemas';
+import { FineTuningJob, listOf, METHOD_TYPES, ModelObject, parseFineTuningJobRequest } from '@ladder/schemas';
 import {
   type Command,
   type CommandContext,
@@ -44,24 +38,55 @@ async function defaultBackbone(ctx: CommandContext): Promise<string> {
   return backbone.id;
 }
 
+/** `'auto'` or a number; its range is the request schema's to check. */
+function autoOrNumber(input: CommandInput, name: string): number | 'auto' | undefined {
+  const raw = stringOption(input, name);
+  if (raw === undefined || raw === 'auto') return raw;
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n))
+    throw new UsageError(`--${name} must be 'auto' or a number, not '${raw}'`, input.path);
+  return n;
+}
+
+/** The request fields the options set, for naming an option in a refusal. */
+const OPTION_OF: Record<string, string> = {
+  n_epochs: '--epochs',
+  batch_size: '--batch-size',
+  learning_rate_multiplier: '--lr-multiplier',
+  learning_rate: '--lr',
+  suffix: '--suffix',
+  seed: '--seed',
+  type: '--method',
+};
+
+/** The body in OpenAI's shape (`method: {type, <type>: {hyperparameters}}`), checked as the edge checks it. */
 function requestBody(input: CommandInput, model: string, trainingFile: string, validationFile?: string) {
-  const method = stringOption(input, 'method') ?? 'lst';
-  if (method !== 'lst' && method !== 'xladder')
-    throw new UsageError(`--method must be lst or xladder, not '${method}'`, input.path);
-  const hyperparameters = {
-    n_epochs: numberOption(input, 'epochs', { min: 1, max: 100, integer: true }),
+  const type = stringOption(input, 'method') ?? 'supervised';
+  if (!(METHOD_TYPES as readonly string[]).includes(type))
+    throw new UsageError(`--method must be ${METHOD_TYPES.join(', ')}, not '${type}'`, input.path);
+  const given = {
+    n_epochs: autoOrNumber(input, 'epochs'),
+    batch_size: autoOrNumber(input, 'batch-size'),
+    learning_rate_multiplier: autoOrNumber(input, 'lr-multiplier'),
     learning_rate: numberOption(input, 'lr', { min: 0, max: 1 }),
   };
-  const body = CreateFineTuningJobRequest.safeParse({
+  const hyperparameters = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
+  const body = {
     model,
     training_file: trainingFile,
-    validation_file: validationFile,
-    method: { type: method, hyperparameters },
+    ...(validationFile === undefined ? {} : { validation_file: validationFile }),
+    method: { type, [type]: { hyperparameters } },
     suffix: stringOption(input, 'suffix'),
     seed: numberOption(input, 'seed', { min: 0, integer: true }),
-  });
-  if (!body.success) throw new UsageError(describeIssues(body.error), input.path);
-  return body.data;
+  };
+  const parsed = parseFineTuningJobRequest(body);
+  if (!parsed.ok) {
+    const field = parsed.refusal.param?.split('.').at(-1) ?? '';
+    const option = OPTION_OF[field];
+    const why = parsed.refusal.message.replace(/^[\w.]+: /, '');
+    throw new UsageError(option ? `${option}: ${why}` : parsed.refusal.message, input.path);
+  }
+  return body;
 }
 
 const create: Command = {
@@ -79,9 +104,23 @@ const create: Command = {
       value: '<backbone>',
       help: "backbone to train on (default: the platform's first)",
     },
-    method: { type: 'string', value: '<lst|xladder>', help: 'Ladder Side Tuning or xLadder (default lst)' },
-    epochs: { type: 'string', value: '<n>', help: 'epochs (default 3)' },
-    lr: { type: 'string', value: '<x>', help: 'learning rate (default 0.001)' },
+    method: {
+      type: 'string',
+      value: '<supervised|lst|xladder>',
+      help: 'supervised (the default, an LST side net), lst, or xladder',
+    },
+    epochs: { type: 'string', value: '<n|auto>', help: 'epochs (default auto: from the file size)' },
+    'batch-size': {
+      type: 'string',
+      value: '<n|auto>',
+      help: 'examples per optimizer step (default auto: about 0.2% of the file)',
+    },
+    'lr-multiplier': {
+      type: 'string',
+      value: '<x|auto>',
+      help: "times the side net's base learning rate (default auto)",
+    },
+    lr: { type: 'string', value: '<x>', help: 'an absolute learning rate instead of the multiplier' },
     suffix: { type: 'string', value: '<name>', help: "in the model's name: ft:<backbone>:<suffix>:<id>" },
     seed: { type: 'string', value: '<n>', help: 'training seed' },
     'idempotency-key': {
@@ -109,7 +148,7 @@ const create: Command = {
     if (ctx.settings.json) ctx.out(json(job));
     else {
       ctx.out(job.id);
-      ctx.note(`created ${job.id}: ${job.method.type} on ${job.model}, ${job.status}`);
+      ctx.note(`created ${job.id}: ${job.method.type} on ${job.model}, ${job.status.replace('_', ' ')}`);
     }
     if (input.options.watch !== true) {
       ctx.note(`follow it: ladder jobs watch ${job.id}`);
@@ -161,16 +200,20 @@ const get: Command = {
       ctx.out(json(job));
       return 0;
     }
-    const hp = job.method.hyperparameters;
+    const hp = job.hyperparameters;
     const rows: [string, string][] = [
       ['id', job.id],
       ['status', job.status],
       ['model', job.model],
-      ['method', `${job.method.type} (epochs ${hp.n_epochs}, learning rate ${hp.learning_rate})`],
+      [
+        'method',
+        `${job.method.type} (epochs ${hp.n_epochs}, batch size ${hp.batch_size}, learning rate multiplier ${hp.learning_rate_multiplier})`,
+      ],
       ['training file', job.training_file],
       ['validation file', job.validation_file ?? '-'],
       ['fine-tuned model', job.fine_tuned_model ?? '-'],
       ['trained tokens', job.trained_tokens === null ? '-' : integer(job.trained_tokens)],
+      ['result files', job.result_files.join(', ') || '-'],
       ['attempt', String(job.attempt)],
       ['created (UTC)', dateTime(job.created_at)],
       ['finished (UTC)', dateTime(job.finished_at)],
@@ -182,16 +225,23 @@ const get: Command = {
   },
 };
 
-const cancel: Command = {
-  summary: 'cancel a queued or running job',
-  args: ['<job-id>'],
-  async run(ctx, input) {
-    const job = await ctx.client.json(FineTuningJob, 'POST', `${jobPath(input.args[0]!)}/cancel`);
-    if (ctx.settings.json) ctx.out(json(job));
-    else ctx.out(`${job.id} ${job.status}`);
-    return 0;
-  },
-};
+/** cancel, pause, resume: a POST that answers the job. */
+function control(action: 'cancel' | 'pause' | 'resume', summary: string): Command {
+  return {
+    summary,
+    args: ['<job-id>'],
+    async run(ctx, input) {
+      const job = await ctx.client.json(FineTuningJob, 'POST', `${jobPath(input.args[0]!)}/${action}`);
+      if (ctx.settings.json) ctx.out(json(job));
+      else ctx.out(`${job.id} ${job.status}`);
+      return 0;
+    },
+  };
+}
+
+const cancel = control('cancel', 'cancel a job that has not finished');
+const pause = control('pause', 'pause a running job (its worker checkpoints and stops)');
+const resume = control('resume', 'resume a paused job from its last checkpoint');
 
 const watch: Command = {
   summary: 'follow a job with a progress bar; prints the model when it succeeds',
@@ -203,5 +253,5 @@ const watch: Command = {
 
 export const jobs: CommandGroup = {
   summary: 'fine-tuning jobs',
-  commands: { create, list, get, cancel, watch },
+  commands: { create, list, get, cancel, pause, resume, watch },
 };
