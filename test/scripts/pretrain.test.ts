@@ -10,10 +10,18 @@ import { loadTokenizer } from '../../gpu-worker/src/backbone/tokenizer/index.ts'
 import { causalLMLogits, causalLMParams, Graph, toModelBytes } from '../../gpu-worker/src/graph/index.ts';
 import { createSession, f32, i64 } from '../../gpu-worker/src/runtime/index.ts';
 import { pretokenize, trainBpe } from '../../scripts/pretrain/bpe.ts';
-import { brownSplit, type Doc, detokenizeBrown, parseSynset } from '../../scripts/pretrain/corpus.ts';
+import {
+  brownSplit,
+  type Doc,
+  detokenizeBrown,
+  parseSynset,
+  wordnetDocs,
+} from '../../scripts/pretrain/corpus.ts';
 import { prepareData } from '../../scripts/pretrain/data.ts';
 import { exportModel } from '../../scripts/pretrain/export.ts';
+import { bigramPerplexity, unigramPerplexity } from '../../scripts/pretrain/ngram.ts';
 import { learningRate, type Recipe } from '../../scripts/pretrain/recipe.ts';
+import { definition, emailText, genreTask, glossTask } from '../../scripts/pretrain/tasks.ts';
 import { pretrain } from '../../scripts/pretrain/train.ts';
 import { referenceForward } from '../helpers/reference-llm.ts';
 
@@ -181,5 +189,50 @@ describe('pretraining recipe: training', () => {
     const reply = await backbone.complete([{ role: 'user', content: 'the cat' }], { maxTokens: 4 });
     expect(reply.usage.completionTokens).toBeGreaterThan(0);
     await backbone.dispose();
+  });
+});
+
+describe('pretraining recipe: baselines and real tasks', () => {
+  it('scores n-gram baselines as their formulas say', () => {
+    const train = Uint16Array.from([0, 1, 0, 1, 2]);
+    const heldout = Uint16Array.from([0, 1, 2]);
+    // add-one unigram over V=4: p(1) = 3/9, p(2) = 2/9
+    expect(unigramPerplexity(train, heldout, 4)).toBeCloseTo(
+      Math.exp(-(Math.log(3 / 9) + Math.log(2 / 9)) / 2),
+    );
+    // Kneser-Ney, D=0.75: bigram types {01, 10, 12}; c(0)=2, c(1)=2; p_cont(1)=1/3, p_cont(2)=1/3
+    const pc = (x: number) => 0.999 * x + 0.001 / 4;
+    const p01 = (2 - 0.75) / 2 + ((0.75 * 1) / 2) * pc(1 / 3);
+    const p12 = (1 - 0.75) / 2 + ((0.75 * 2) / 2) * pc(1 / 3);
+    expect(bigramPerplexity(train, heldout, 4)).toBeCloseTo(Math.exp(-(Math.log(p01) + Math.log(p12)) / 2));
+  });
+
+  it('reads an email as subject and plain body, and keeps each task apart from pretraining', () => {
+    const raw = 'From: a@b\nSubject: Cheap  pills\nX: y\n\n<html><b>Buy</b>&nbsp;now=\n!</html>';
+    expect(emailText(raw)).toBe('Subject: Cheap  pills\nBuy now!');
+    expect(definition('a financial institution; "he cashed a check at the bank"')).toBe(
+      'a financial institution',
+    );
+    const gloss = glossTask();
+    const trainWords = new Set(gloss.train.map((l) => l.prompt));
+    expect(gloss.test.length).toBeGreaterThan(50);
+    expect(gloss.test.every((l) => !trainWords.has(l.prompt))).toBe(true);
+    // No gloss-task synset is in the pretraining text.
+    const corpusText = wordnetDocs()
+      .map((d) => d.text)
+      .join('\n');
+    // (the word may still name a verb or adjective synset there: only its noun sense is held out)
+    const nounLemmas = new Set(
+      corpusText
+        .split('\n')
+        .filter((line) => line.includes(' (noun): '))
+        .flatMap((line) => line.split(' (noun): ')[0]!.split(', ')),
+    );
+    for (const l of [...gloss.train, ...gloss.test])
+      expect(nounLemmas.has(l.prompt.slice(0, -1))).toBe(false);
+    const genre = genreTask();
+    expect(new Set(genre.test.map((l) => l.label)).size).toBe(5);
+    const trainText = new Set(genre.train.map((l) => l.text));
+    expect(genre.test.some((l) => trainText.has(l.text))).toBe(false);
   });
 });
