@@ -16,6 +16,8 @@ const bin = (name: string) => join(ROOT, 'node_modules', '.bin', name);
 const DEV_ADMIN_TOKEN = 'dev-admin-token';
 const DEV_SIGNING_SECRET = 'dev-worker-signing-secret';
 export const DEFAULT_BACKBONE_NAME = 'ladder-tiny';
+/** The pretrained default backbone committed to the repo (scripts/pretrain; models/ladder-base/README.md). */
+export const PRETRAINED_BACKBONE = { name: 'ladder-base', dir: join(ROOT, 'models', 'ladder-base') } as const;
 
 export interface PlatformOptions {
   /** Folder for everything the platform keeps: edge state, worker data, build cache. */

@@ -2,22 +2,35 @@
 // (workerd via `wrangler dev --local`, state in .data/edge-state), one GPU worker on the CPU with
 // the filesystem adapter store, and a development tenant whose API key is printed. Ctrl-C stops
 // every process started here.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_BACKBONE_NAME, ensureDevTenant, ROOT, startPlatform } from './platform.ts';
+import {
+  DEFAULT_BACKBONE_NAME,
+  ensureDevTenant,
+  PRETRAINED_BACKBONE,
+  ROOT,
+  startPlatform,
+} from './platform.ts';
 
 const dataDir = process.env.LADDER_DATA_ROOT ?? join(ROOT, '.data');
 const quiet = process.argv.includes('--quiet');
+// The backbone: LADDER_BACKBONE_DIR if set, else the pretrained ladder-base shipped in models/, else
+// (a checkout without it) a small random checkpoint generated on first start.
+const pretrained = existsSync(join(PRETRAINED_BACKBONE.dir, 'model.safetensors'));
+const backboneDir = process.env.LADDER_BACKBONE_DIR ?? (pretrained ? PRETRAINED_BACKBONE.dir : undefined);
+const defaultName =
+  process.env.LADDER_BACKBONE_DIR || !pretrained ? DEFAULT_BACKBONE_NAME : PRETRAINED_BACKBONE.name;
 const platform = await startPlatform({
   dataDir,
   edgePort: Number(process.env.LADDER_EDGE_PORT ?? 8787),
   workerPort: Number(process.env.LADDER_WORKER_PORT ?? 8788),
-  backboneDir: process.env.LADDER_BACKBONE_DIR,
-  backboneName: process.env.LADDER_BACKBONE_NAME ?? DEFAULT_BACKBONE_NAME,
+  backboneDir,
+  backboneName: process.env.LADDER_BACKBONE_NAME ?? defaultName,
   // Heartbeats arrive every few seconds; the edge's access log line for each is noise here.
   log: quiet ? () => {} : (line) => line.includes('/workers/heartbeat') || console.log(line),
 });
 const dev = await ensureDevTenant(platform, dataDir);
-const generated = !process.env.LADDER_BACKBONE_DIR;
+const generated = backboneDir === undefined;
 console.log(
   [
     '',
@@ -28,7 +41,9 @@ console.log(
     generated
       ? '             (a small RANDOM checkpoint generated for local use: it trains and serves, but says nothing\n' +
         '              sensible. Point LADDER_BACKBONE_DIR at a Hugging Face model directory, e.g. Qwen2.5-0.5B.)'
-      : '',
+      : backboneDir === PRETRAINED_BACKBONE.dir
+        ? '             (pretrained here on Brown and WordNet: small, English-only; see models/ladder-base/README.md)'
+        : '',
     `  worker     ${platform.workerUrl}   (metrics at /metrics)`,
     '',
     `Try:  npx ladder models list      or      curl ${dev.base_url}/models -H "authorization: Bearer ${dev.api_key}"`,
