@@ -24,7 +24,7 @@ export {
   formatDatasetError,
   validateDataset,
 } from './src/dataset.ts';
-export { ApiError, apiError, describeIssues, issueParam } from './src/errors.ts';
+export { ApiError, apiError, describeIssues, issueParam, parseApiError } from './src/errors.ts';
 export {
   CreateFineTuningJobRequest,
   echoMethod,

@@ -1,4 +1,4 @@
-import { ApiError, describeIssues, FileObject } from '@ladder/schemas';
+import { describeIssues, FileObject, parseApiError } from '@ladder/schemas';
 import type { z } from 'zod';
 import { ApiRequestError, CliError } from './errors.ts';
 import { readSse, type SseEvent } from './sse.ts';
@@ -127,17 +127,8 @@ function errorCode(err: unknown): string | null {
 
 async function apiError(res: Response): Promise<ApiRequestError> {
   const text = await res.text().catch(() => '');
-  let body: unknown = null;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    // not JSON: reported with the status below
-  }
-  const parsed = ApiError.safeParse(body);
-  if (parsed.success) {
-    const { message, code, type } = parsed.data.error;
-    return new ApiRequestError(res.status, message, code ?? type);
-  }
+  const error = parseApiError(text);
+  if (error) return new ApiRequestError(res.status, error.message, error.code ?? error.type);
   const snippet = text.trim().slice(0, 200) || res.statusText;
   return new ApiRequestError(
     res.status,

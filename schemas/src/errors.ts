@@ -11,6 +11,18 @@ export const ApiError = z.object({
 });
 export type ApiError = z.infer<typeof ApiError>;
 
+/** The error object of a response body in OpenAI's shape; null for anything else (not JSON, another shape). */
+export function parseApiError(text: string): ApiError['error'] | null {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  const parsed = ApiError.safeParse(body);
+  return parsed.success ? parsed.data.error : null;
+}
+
 export function apiError(
   message: string,
   type: string,

@@ -1,12 +1,12 @@
 import {
   type AdapterRef,
-  ApiError,
   type ChatCompletionRequest,
   type CompletionRequest,
   GenerateChunk,
   GenerateRequest,
   GenerateResponse,
   type Prompt,
+  parseApiError,
   type Usage,
 } from '@ladder/schemas';
 import { meter } from '../durable-objects/tenant-meter.ts';
@@ -197,20 +197,11 @@ export async function complete(
  */
 async function workerFailure(res: Response, workerId: string, kind: CompletionKind): Promise<ApiException> {
   const text = await res.text();
-  if (res.status === 400) {
-    let body: unknown = null;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      // not an error object: reported as the worker's failure below
-    }
-    const parsed = ApiError.safeParse(body);
-    if (parsed.success) {
-      const { message, code, param } = parsed.data.error;
-      const promptParam =
-        code === 'context_length_exceeded' ? (kind === 'chat' ? 'messages' : 'prompt') : null;
-      return new ApiException(400, message, 'invalid_request_error', code, param ?? promptParam);
-    }
+  const error = res.status === 400 ? parseApiError(text) : null;
+  if (error) {
+    const { message, code, param } = error;
+    const promptParam = code === 'context_length_exceeded' ? (kind === 'chat' ? 'messages' : 'prompt') : null;
+    return new ApiException(400, message, 'invalid_request_error', code, param ?? promptParam);
   }
   return new ApiException(
     502,

@@ -4,7 +4,7 @@ import { ApiException, invalidRequest, notFound } from '../lib/errors.ts';
 import { newId, unixSeconds } from '../lib/ids.ts';
 import type { TenantContext } from '../lib/types.ts';
 import { getFile } from '../store/files.ts';
-import { addEvent, type JobRow, UNFINISHED_SQL } from '../store/jobs.ts';
+import { addJobEvent, type JobRow, UNFINISHED_SQL } from '../store/jobs.ts';
 import { enqueueJob } from './queue-message.ts';
 
 export function findByKey(env: Env, tenant: string, key: string): Promise<JobRow | null> {
@@ -113,13 +113,12 @@ export async function createJob(
     if (prior) return { replayOf: prior };
     throw err;
   }
-  const event = (suffix: string, message: string) =>
-    addEvent(env, { id: `${row.id}-${suffix}`, job_id: row.id, tenant_id: tenant.id, type: suffix, message });
-  await event('created', `Created fine-tuning job: ${row.id}`);
-  await event(
-    'validating_files',
-    `Validating training file: ${row.training_file}${row.validation_file ? ` and validation file: ${row.validation_file}` : ''}`,
-  );
+  await addJobEvent(env, row, 'created', { type: 'created', message: `Created fine-tuning job: ${row.id}` });
+  const validation = row.validation_file ? ` and validation file: ${row.validation_file}` : '';
+  await addJobEvent(env, row, 'validating_files', {
+    type: 'validating_files',
+    message: `Validating training file: ${row.training_file}${validation}`,
+  });
   await enqueueJob(env, { job_id: row.id, tenant: tenant.id, attempt: 1 });
   return { row };
 }

@@ -8,7 +8,7 @@ import { invalidRequest } from '../lib/errors.ts';
 import { unixSeconds } from '../lib/ids.ts';
 import { bearer, errorResponses, json, router } from '../lib/openapi.ts';
 import type { AppEnv } from '../lib/types.ts';
-import { addEvent, getJob, type JobRow, jobObject, TERMINAL, UNFINISHED_SQL } from '../store/jobs.ts';
+import { addJobEvent, getJob, type JobRow, jobObject, TERMINAL, UNFINISHED_SQL } from '../store/jobs.ts';
 import { JobParam, jobIdOf, mustGetJob } from './job-param.ts';
 
 const controlRoute = (action: string, description: string) =>
@@ -45,13 +45,7 @@ export function jobControlRoutes() {
         .bind(unixSeconds(), job.id)
         .run();
       await registry(c.env).release(job.id);
-      await addEvent(c.env, {
-        id: `${job.id}-cancelled`,
-        job_id: job.id,
-        tenant_id: job.tenant_id,
-        type: 'cancelled',
-        message: 'Fine-tuning job cancelled',
-      });
+      await addJobEvent(c.env, job, `cancelled`, { type: 'cancelled', message: 'Fine-tuning job cancelled' });
       c.executionCtx.waitUntil(tellWorker(c.env, job, 'cancel'));
       return c.json(jobObject(await reread(c.env, job)), 200);
     },
@@ -78,10 +72,7 @@ export function jobControlRoutes() {
       }
       // No lease while paused: a paused job makes no progress and must not be re-dispatched for it.
       await registry(c.env).release(job.id);
-      await addEvent(c.env, {
-        id: `${job.id}-pause-${job.attempt}`,
-        job_id: job.id,
-        tenant_id: job.tenant_id,
+      await addJobEvent(c.env, job, `pause-${job.attempt}`, {
         type: 'pause_requested',
         message: 'Pausing fine-tuning job: the worker saves a checkpoint and stops',
       });
@@ -111,10 +102,7 @@ export function jobControlRoutes() {
           'job_not_resumable',
         );
       }
-      await addEvent(c.env, {
-        id: `${job.id}-resume-${attempt}`,
-        job_id: job.id,
-        tenant_id: job.tenant_id,
+      await addJobEvent(c.env, job, `resume-${attempt}`, {
         type: 'resumed',
         message: 'Fine-tuning job resumed',
       });

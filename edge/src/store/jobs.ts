@@ -118,6 +118,16 @@ export async function addEvent(env: Env, e: NewEvent): Promise<boolean> {
   return res.meta.changes > 0;
 }
 
+/** An event the edge itself writes about a job; its id is the job's id and `suffix`. */
+export function addJobEvent(
+  env: Env,
+  job: Pick<JobRow, 'id' | 'tenant_id'>,
+  suffix: string,
+  e: Pick<NewEvent, 'type' | 'message' | 'level' | 'data'>,
+): Promise<boolean> {
+  return addEvent(env, { ...e, id: `${job.id}-${suffix}`, job_id: job.id, tenant_id: job.tenant_id });
+}
+
 interface EventRow {
   seq: number;
   id: string;
