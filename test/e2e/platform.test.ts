@@ -3,6 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import OpenAI, { toFile } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_BACKBONE_NAME, type Platform, startPlatform } from '../../scripts/platform.ts';
 
@@ -96,7 +97,15 @@ describe('Ladder end to end, through the public API only', () => {
     );
     expect(file.status).toBe(200);
 
-    const hyperparameters = { n_epochs: 90, learning_rate: 0.01, batch_tokens: 512, reduction_factor: 4 };
+    // Ladder's first request shape, every value given: the whole file (24 lines) is one optimizer
+    // step, 90 of them (the openai-client test below leaves them to 'auto').
+    const hyperparameters = {
+      n_epochs: 90,
+      batch_size: 24,
+      learning_rate: 0.01,
+      batch_tokens: 512,
+      reduction_factor: 4,
+    };
     const jobs: Job[] = [];
     for (const [type, extra] of [
       ['lst', {}],
@@ -178,4 +187,122 @@ describe('Ladder end to end, through the public API only', () => {
     const bobUsage = await api<{ data: unknown[] }>(bob, 'GET', '/v1/usage');
     expect(bobUsage.body.data).toEqual([]);
   }, 300_000);
+
+  it("the official openai client, typed as a user writes it: upload, create with 'auto', events, checkpoints, result file, chat, stream", async () => {
+    const client = new OpenAI({ baseURL: `${platform.edgeUrl}/v1`, apiKey: await tenantWithKey('carol') });
+    // 16 keys, each value arbitrary: only training teaches them.
+    const keys = Array.from({ length: 16 }, (_, i) => ({
+      prompt: `key${i} =`,
+      completion: ` v${(i * 7 + 3) % 16}`,
+    }));
+    const lines = Array.from({ length: 8 }, () => keys).flat();
+    const file = await client.files.create({
+      file: await toFile(Buffer.from(lines.map((l) => JSON.stringify(l)).join('\n')), 'recall.jsonl'),
+      purpose: 'fine-tune',
+    });
+    expect(file.purpose).toBe('fine-tune');
+
+    let job = await client.fineTuning.jobs.create({
+      model: DEFAULT_BACKBONE_NAME,
+      training_file: file.id,
+      method: {
+        type: 'supervised',
+        supervised: {
+          hyperparameters: { n_epochs: 'auto', batch_size: 'auto', learning_rate_multiplier: 'auto' },
+        },
+      },
+      suffix: 'recall',
+    });
+    expect(job.object).toBe('fine_tuning.job');
+    expect(job.status).toBe('validating_files');
+    expect(job.hyperparameters).toEqual({
+      n_epochs: 'auto',
+      batch_size: 'auto',
+      learning_rate_multiplier: 'auto',
+    });
+    expect(job.method?.type).toBe('supervised');
+
+    const finished = ['succeeded', 'failed', 'cancelled'];
+    for (let i = 0; i < 1200 && !finished.includes(job.status); i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      job = await client.fineTuning.jobs.retrieve(job.id);
+    }
+    expect(job.status, `${JSON.stringify(job.error)}\n${logs.slice(-20).join('\n')}`).toBe('succeeded');
+    // 'auto' resolved by the worker when the job started
+    expect(job.hyperparameters.n_epochs).toEqual(expect.any(Number));
+    expect(job.hyperparameters.batch_size).toEqual(expect.any(Number));
+    expect(job.hyperparameters.learning_rate_multiplier).toEqual(expect.any(Number));
+    expect(job.trained_tokens).toBeGreaterThan(0);
+    expect(job.finished_at).toBeGreaterThanOrEqual(job.created_at);
+    expect(job.error).toBeNull();
+
+    // Events: newest first, paged by the client (has_more, after) until the first.
+    const events: OpenAI.FineTuning.Jobs.FineTuningJobEvent[] = [];
+    for await (const event of client.fineTuning.jobs.listEvents(job.id, { limit: 25 })) events.push(event);
+    expect(events[0]?.message).toBe('The job has successfully completed');
+    expect(events.at(-1)?.message).toBe(`Created fine-tuning job: ${job.id}`);
+    const metrics = events.filter((e) => e.type === 'metrics');
+    expect(metrics.length).toBeGreaterThan(10);
+    expect(metrics[0]?.data).toMatchObject({
+      step: expect.any(Number),
+      train_loss: expect.any(Number),
+      train_mean_token_accuracy: expect.any(Number),
+      total_steps: expect.any(Number),
+    });
+
+    const checkpoints = await client.fineTuning.jobs.checkpoints.list(job.id);
+    expect(checkpoints.data.length).toBeGreaterThan(0);
+    const checkpoint = checkpoints.data[0];
+    expect(checkpoint?.object).toBe('fine_tuning.job.checkpoint');
+    expect(checkpoint?.fine_tuned_model_checkpoint).toBe(
+      `${job.fine_tuned_model}:ckpt-step-${checkpoint?.step_number}`,
+    );
+    expect(checkpoint?.metrics.train_loss).toEqual(expect.any(Number));
+
+    // The result file: OpenAI's columns, one row a metrics event's step.
+    expect(job.result_files).toHaveLength(1);
+    const resultId = job.result_files[0] ?? '';
+    expect((await client.files.retrieve(resultId)).purpose).toBe('fine-tune-results');
+    const csv = (await (await client.files.content(resultId)).text()).trim().split('\n');
+    expect(csv[0]).toBe(
+      'step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,full_valid_loss,full_valid_mean_token_accuracy',
+    );
+    expect(csv.length - 1).toBe(metrics.length);
+
+    // The adapter answers its keys (greedy); chat and a stream work on it.
+    const model = job.fine_tuned_model ?? '';
+    expect(model).toMatch(/^ft:ladder-tiny:recall:/);
+    let right = 0;
+    for (const k of keys) {
+      const out = await client.completions.create({ model, prompt: k.prompt, max_tokens: 4, temperature: 0 });
+      if (out.choices[0]?.text.trim() === k.completion.trim()) right++;
+    }
+    expect(right / keys.length, `${right} of ${keys.length} keys`).toBeGreaterThanOrEqual(0.9);
+    const reply = await client.chat.completions.create({
+      model,
+      messages: [{ role: 'user', content: 'hello' }],
+      max_tokens: 4,
+    });
+    expect(reply.object).toBe('chat.completion');
+    expect(reply.usage?.total_tokens).toBeGreaterThan(0);
+    const stream = await client.chat.completions.create({
+      model,
+      messages: [{ role: 'user', content: 'hello' }],
+      max_tokens: 4,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let streamed = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of stream) {
+      streamed += chunk.choices[0]?.delta.content ?? '';
+      usage = chunk.usage ?? usage;
+    }
+    expect(usage?.completion_tokens).toBeGreaterThan(0);
+    expect(typeof streamed).toBe('string');
+
+    // A prompt over the context is the client's error: a 400 the client does not retry.
+    const long = client.completions.create({ model, prompt: 'key1 = '.repeat(5000), max_tokens: 4 });
+    await expect(long).rejects.toMatchObject({ status: 400, code: 'context_length_exceeded' });
+  }, 600_000);
 });
