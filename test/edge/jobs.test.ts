@@ -493,6 +493,10 @@ describe('fine-tuning jobs', () => {
     expect((await json<Job>(await call(`/v1/fine_tuning/jobs/${job.id}`, { key: t.key }))).status).toBe(
       'running',
     );
+    // A pause event that arrives late changes nothing about the resumed attempt.
+    expect(
+      await json(await worker.sendEvent(start, { event_id: 'late-pause', type: 'paused', step: 3 })),
+    ).toMatchObject({ job_status: 'running' });
     // A resume is not a failed attempt: a lease expiry after it is the first of JOB_MAX_ATTEMPTS.
     expect(await expireLeasesAfter(env.JOB_LEASE_S * 1000 + 1)).toContain(job.id);
     await eventually(async () => [...a.jobs, ...b.jobs].find((j) => j.job_id === job.id && j.attempt === 3));
@@ -510,6 +514,7 @@ describe('fine-tuning jobs', () => {
       'Fine-tuning job paused at step 3',
       'Fine-tuning job resumed',
       expect.stringMatching(/\(attempt 2\), resuming from step 5$/),
+      'Fine-tuning job paused at step 3',
       expect.stringMatching(/re-dispatching \(attempt 2 of 3\)$/),
       expect.stringMatching(/\(attempt 3\), resuming from step 5$/),
     ]);

@@ -61,14 +61,9 @@ export async function applyJobEvent(
           .run();
         break;
       case 'paused':
-        // The worker stopped at a checkpoint; a pause the edge asked for is already recorded.
-        await env.DB.prepare(
-          `UPDATE jobs SET status = 'paused', estimated_finish = NULL WHERE id = ? AND status = 'running'`,
-        )
-          .bind(job.id)
-          .run();
-        await reg.release(job.id);
-        status = 'paused';
+        // The worker stopped at a checkpoint because the edge asked it to, and the edge marked the
+        // job paused then. The event changes no status: redelivered late, after a resume, it must
+        // not pause the next attempt (it carries no attempt number to tell them apart).
         break;
       case 'succeeded':
         modelId = await succeed(env, job, e, now);
