@@ -135,6 +135,16 @@ describe('fine-tuning jobs', () => {
     expect(p2.data.map((j) => j.id)).toEqual([ids[0]]);
     expect(p2.has_more).toBe(false);
     expect((await call('/v1/fine_tuning/jobs?limit=0', { key: t.key })).status).toBe(400);
+    // metadata[<key>]=<value>, as OpenAI's client sends a metadata filter
+    const tagged = await json<Job>(
+      await createJob(t.key, { model: 'ladder-tiny', training_file: file.id, metadata: { 'team.x': 'a b' } }),
+    );
+    const filtered = await json<{ data: Job[] }>(
+      await call(`/v1/fine_tuning/jobs?${new URLSearchParams({ 'metadata[team.x]': 'a b' })}`, {
+        key: t.key,
+      }),
+    );
+    expect(filtered.data.map((j) => j.id)).toEqual([tagged.id]);
   });
 
   it('runs: files validated -> lease -> signed callbacks -> adapter, hyperparameters, events, checkpoints, result file, usage once', async () => {

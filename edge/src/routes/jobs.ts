@@ -69,15 +69,23 @@ export function jobRoutes() {
       method: 'get',
       path: '/v1/fine_tuning/jobs',
       security: bearer,
+      description:
+        'Newest first, paged by `after`. `metadata[<key>]=<value>` (as OpenAI clients send `metadata`) keeps the jobs whose metadata has that value.',
       request: { query: ListQuery },
       responses: { 200: json(listOf(FineTuningJob)), ...errorResponses },
     }),
     async (c) => {
       const { after, limit } = c.req.valid('query');
+      const filters = Object.entries(c.req.query()).flatMap(([name, value]) => {
+        const key = /^metadata\[(.+)\]$/.exec(name)?.[1];
+        return key === undefined ? [] : [[JSON.stringify(key), value] as const];
+      });
       const { results } = await c.env.DB.prepare(
-        'SELECT * FROM jobs WHERE tenant_id = ? AND id < ? ORDER BY id DESC LIMIT ?',
+        `SELECT * FROM jobs WHERE tenant_id = ? AND id < ?
+         ${filters.map(() => "AND json_extract(metadata, '$.' || ?) = ?").join(' ')}
+         ORDER BY id DESC LIMIT ?`,
       )
-        .bind(c.get('tenant').id, after ?? '\uffff', limit + 1)
+        .bind(c.get('tenant').id, after ?? '\uffff', ...filters.flat(), limit + 1)
         .all<JobRow>();
       return c.json(
         {
