@@ -20,6 +20,13 @@ export interface AdamWOptions {
   maxGradNorm: number;
   /** Which parameters get weight decay, by name; the default spares norms, gates and biases. */
   decay: (name: string) => boolean;
+  /**
+   * Each parameter's learning rate as a multiple of `lr`, by name (default 1 for all): a
+   * per-group rate. Under Adam, k x lr on z is the same update as lr on alpha with z = k alpha
+   * (the step size does not depend on the gradient's scale), so a gate sigmoid(alpha / T) at lr
+   * is a gate sigmoid(z) at lr / T.
+   */
+  lrScale: (name: string) => number;
 }
 
 // Judged per path segment (split on `.` and `/`), so `mlp.gate_proj.weight` still decays.
@@ -39,6 +46,7 @@ export const ADAMW_DEFAULTS: AdamWOptions = {
   weightDecay: 0.01,
   maxGradNorm: 1.0,
   decay: decaysByDefault,
+  lrScale: () => 1,
 };
 
 export function adamwOptions(opts: Partial<AdamWOptions> = {}): AdamWOptions {
@@ -190,7 +198,11 @@ export function adamw(
       const v = add(scale(s.v, o.beta2), mul(mul(gi, gi), as('squareScale', dt)), 'V');
       const ratio = div(m, add(sqrt(v), as('eps', dt)), 'Ratio');
       const decayed = o.weightDecay > 0 && o.decay(s.name) ? mul(s.param, as('decay', dt), 'Decay') : s.param;
-      const param = sub(decayed, mul(ratio, as('stepSize', dt)), 'Update');
+      const k = o.lrScale(s.name);
+      if (!(k > 0 && Number.isFinite(k)))
+        throw new GraphError(`adamw: lrScale of ${s.name} is ${k}, not > 0`);
+      const stepSize = k === 1 ? as('stepSize', dt) : scale(as('stepSize', dt), k, 'ScaledStepSize');
+      const param = sub(decayed, mul(ratio, stepSize), 'Update');
       return { name: s.name, param, m, v };
     }),
   );

@@ -2,7 +2,7 @@ import { grad } from './autodiff.ts';
 import { type DType, Graph, GraphError, type Value } from './builder.ts';
 import type { Dim, Shape } from './dims.ts';
 import { inPlaceProblems } from './in-place.ts';
-import { add, div } from './ops/arith.ts';
+import { add, div, mul } from './ops/arith.ts';
 import { cast } from './ops/cast.ts';
 import { type AdamWOptions, type AdamWUpdate, adamw, adamwOptions } from './optim.ts';
 
@@ -10,7 +10,7 @@ import { type AdamWOptions, type AdamWUpdate, adamw, adamwOptions } from './opti
  * Training steps as ONNX models: a pure map from (params, optimizer state, batch) to new ones.
  *
  *   step:  (params, m_*, v_*, step, lr, batch)                    -> (params', m', v', loss, grad_norm)
- *   grad:  (params, acc_*, batch)                                 -> (acc', loss)
+ *   grad:  (params, acc_*, batch, loss_weight)                    -> (acc', loss)
  *   apply: (params, m_*, v_*, acc_*, step, lr, micro_batches)     -> (params', m', v', grad_norm)
  *
  * Every output that replaces an input is named `<input>.next`; `layout.next` lists the pairs so a
@@ -32,7 +32,15 @@ export interface BatchSpec {
   shape: Shape;
 }
 
-export type LossFn = (g: Graph, params: Record<string, Value>, batch: Record<string, Value>) => Value;
+/**
+ * The scalar loss, or the loss with metrics: more scalars the models output beside it (named in
+ * TrainStepSpec.metrics), which no gradient flows from.
+ */
+export type LossFn = (
+  g: Graph,
+  params: Record<string, Value>,
+  batch: Record<string, Value>,
+) => Value | { loss: Value; metrics: Record<string, Value> };
 
 export interface TrainStepSpec {
   params: readonly ParamSpec[];
@@ -40,6 +48,8 @@ export interface TrainStepSpec {
   /** A scalar float loss built from primitives; for gradient accumulation make it a mean over the batch. */
   loss: LossFn;
   optim?: Partial<AdamWOptions>;
+  /** Names of the metrics the loss function returns (each an output `metric.<name>`). */
+  metrics?: readonly string[];
   /** The element type of the `step` input. */
   stepDtype?: 'int64' | 'float32';
 }
@@ -49,8 +59,8 @@ export interface TrainLayout {
   params: { name: string; shape: number[]; dtype: ParamDType; m: string; v: string; acc: string }[];
   batch: { name: string; dtype: DType; shape: Dim[] }[];
   stepDtype: 'int64' | 'float32';
-  inputs: { step: string; lr: string; microBatches: string };
-  outputs: { loss: string; gradNorm: string };
+  inputs: { step: string; lr: string; microBatches: string; lossWeight: string };
+  outputs: { loss: string; gradNorm: string; metrics: Record<string, string> };
   /** State input -> the output carrying its next value (params, m, v, accumulators). */
   next: Record<string, string>;
   /**
@@ -67,6 +77,7 @@ const SCALARS = {
   step: 'step',
   lr: 'lr',
   microBatches: 'micro_batches',
+  lossWeight: 'loss_weight',
   loss: 'loss',
   gradNorm: 'grad_norm',
 };
@@ -109,8 +120,17 @@ export function trainLayout(spec: TrainStepSpec): TrainLayout {
     params,
     batch: spec.batch.map((b) => ({ name: b.name, dtype: b.dtype, shape: [...b.shape] })),
     stepDtype: spec.stepDtype ?? 'int64',
-    inputs: { step: SCALARS.step, lr: SCALARS.lr, microBatches: SCALARS.microBatches },
-    outputs: { loss: SCALARS.loss, gradNorm: SCALARS.gradNorm },
+    inputs: {
+      step: SCALARS.step,
+      lr: SCALARS.lr,
+      microBatches: SCALARS.microBatches,
+      lossWeight: SCALARS.lossWeight,
+    },
+    outputs: {
+      loss: SCALARS.loss,
+      gradNorm: SCALARS.gradNorm,
+      metrics: Object.fromEntries((spec.metrics ?? []).map((m) => [m, `metric.${m}`])),
+    },
     next,
     inPlace: false,
   };
@@ -130,17 +150,39 @@ function batchInputs(g: Graph, layout: TrainLayout): Record<string, Value> {
   return Object.fromEntries(layout.batch.map((b) => [b.name, g.input(b.name, b.dtype, b.shape)]));
 }
 
-/** Forward and backward: the loss and d loss / d param for every param. */
-function lossAndGrads(g: Graph, spec: TrainStepSpec, params: ParamValues, batch: Record<string, Value>) {
+/**
+ * Forward and backward: the loss and d (weight x loss) / d param for every param (`weight`, a
+ * float scalar, scales the gradients only; absent, it is 1).
+ */
+function lossAndGrads(
+  g: Graph,
+  spec: TrainStepSpec,
+  params: ParamValues,
+  batch: Record<string, Value>,
+  weight?: Value,
+) {
   const byName = Object.fromEntries(params.map((p) => [p.name, p.param]));
-  const loss = g.scope('loss', () => spec.loss(g, byName, batch));
+  const out = g.scope('loss', () => spec.loss(g, byName, batch));
+  const { loss, metrics } = 'loss' in out ? out : { loss: out, metrics: {} };
+  const wanted = spec.metrics ?? [];
+  const given = Object.keys(metrics);
+  if (given.length !== wanted.length || !wanted.every((m) => m in metrics))
+    throw new GraphError(
+      `train step: the loss gave metrics [${given.join(', ')}], the spec names [${wanted.join(', ')}]`,
+    );
+  const objective = weight ? mul(loss, cast(weight, loss.dtype), 'WeightedLoss') : loss;
   return {
     loss,
+    metrics,
     grads: grad(
-      loss,
+      objective,
       params.map((p) => p.param),
     ),
   };
+}
+
+function outputMetrics(g: Graph, layout: TrainLayout, metrics: Record<string, Value>): void {
+  for (const [name, output] of Object.entries(layout.outputs.metrics)) g.output(metrics[name]!, output);
 }
 
 function outputUpdates(g: Graph, layout: TrainLayout, updates: AdamWUpdate[]): void {
@@ -162,19 +204,23 @@ export function buildTrainStep(spec: TrainStepSpec): { graph: Graph; layout: Tra
   const v = stateInputs(g, layout, 'v');
   const step = g.input(layout.inputs.step, layout.stepDtype, []);
   const lr = g.input(layout.inputs.lr, 'float32', []);
-  const { loss, grads } = lossAndGrads(g, spec, params, batchInputs(g, layout));
+  const { loss, metrics, grads } = lossAndGrads(g, spec, params, batchInputs(g, layout));
   const slots = params.map((p, i) => ({ ...p, grad: grads[i]!, m: m[i]!, v: v[i]! }));
   const { updates, gradNorm } = g.scope('optim', () => adamw(slots, step, lr, optim, [loss]));
   outputUpdates(g, layout, updates);
   g.output(loss, layout.outputs.loss);
   g.output(gradNorm, layout.outputs.gradNorm);
+  outputMetrics(g, layout, metrics);
   return { graph: g, layout: { ...layout, inPlace: inPlaceProblems(g, layout.next).length === 0 } };
 }
 
 /**
- * Gradient accumulation over micro-batches: `grad` adds each micro-batch's gradient to the
- * accumulators, `apply` averages them (divides by `micro_batches`) and takes the AdamW step. With a
- * loss that is a mean over equal-sized micro-batches this equals one step on the whole batch.
+ * Gradient accumulation over micro-batches: `grad` adds each micro-batch's gradient, times its
+ * `loss_weight`, to the accumulators; `apply` divides the sums by `micro_batches` (the weights'
+ * total) and takes the AdamW step. With a loss that is a mean over a micro-batch's targets and
+ * each weight that micro-batch's target count, the update is the gradient of the mean over all the
+ * step's targets: one step on the whole batch, whatever the micro-batches' sizes (weights of 1
+ * average the micro-batch means instead).
  */
 export function buildGradAccumulation(spec: TrainStepSpec): {
   grad: Graph;
@@ -187,12 +233,14 @@ export function buildGradAccumulation(spec: TrainStepSpec): {
   const gg = new Graph({ name: 'train_grad' });
   const gParams = paramInputs(gg, layout);
   const acc = stateInputs(gg, layout, 'acc');
-  const { loss, grads } = lossAndGrads(gg, spec, gParams, batchInputs(gg, layout));
+  const weight = gg.input(layout.inputs.lossWeight, 'float32', []);
+  const { loss, metrics, grads } = lossAndGrads(gg, spec, gParams, batchInputs(gg, layout), weight);
   layout.params.forEach((p, i) => {
     const sum = gg.scope(`accumulate/${p.name}`, () => add(acc[i]!, grads[i]!));
     gg.output(sum, layout.next[p.acc]!);
   });
   gg.output(loss, layout.outputs.loss);
+  outputMetrics(gg, layout, metrics);
 
   const ag = new Graph({ name: 'train_apply' });
   const aParams = paramInputs(ag, layout);

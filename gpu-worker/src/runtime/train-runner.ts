@@ -38,6 +38,8 @@ export type StateArray = Float32Array | Float64Array;
 export class TrainRunner {
   private t: number;
   private microBatches = 0;
+  /** The accumulated micro-batches' loss weights, summed: what `apply` divides by. */
+  private weights = 0;
   /** Wall time spent inside onnxruntime, to tell it apart from the JS around it. */
   readonly timing = { lastRunMs: 0, totalRunMs: 0, runs: 0 };
   private busy = false;
@@ -125,7 +127,10 @@ export class TrainRunner {
   }
 
   /** One whole step on `batch` (tensors named as in the layout). */
-  async step(batch: Feeds, lr: number): Promise<{ loss: number; gradNorm: number }> {
+  async step(
+    batch: Feeds,
+    lr: number,
+  ): Promise<{ loss: number; gradNorm: number; metrics: Record<string, number> }> {
     return this.exclusive('step', async () => {
       const session = this.need('step', this.sessions.step);
       const out = await this.run(session, { ...batch, ...this.scalars(this.t + 1, lr) });
@@ -133,21 +138,33 @@ export class TrainRunner {
       return {
         loss: scalarOf(out, this.layout.outputs.loss),
         gradNorm: scalarOf(out, this.layout.outputs.gradNorm),
+        metrics: this.metricsOf(out),
       };
     });
   }
 
-  /** Add one micro-batch's gradient to the accumulators; returns that micro-batch's loss. */
-  async accumulate(batch: Feeds): Promise<{ loss: number }> {
+  /**
+   * Add one micro-batch's gradient, times `weight`, to the accumulators; returns that micro-batch's
+   * loss. `apply` divides by the weights' sum: weight each micro-batch by its target count for a
+   * token-weighted mean over the whole step, or leave every weight 1 to average micro-batch means.
+   */
+  async accumulate(batch: Feeds, weight = 1): Promise<{ loss: number; metrics: Record<string, number> }> {
+    if (!(weight > 0 && Number.isFinite(weight)))
+      throw new RangeError(`TrainRunner.accumulate: weight ${weight} must be a positive number`);
     return this.exclusive('accumulate', async () => {
       const session = this.need('accumulate', this.sessions.grad);
-      const out = await this.run(session, batch);
+      const feeds = {
+        ...batch,
+        [this.layout.inputs.lossWeight]: new ort.Tensor('float32', Float32Array.of(weight), []),
+      };
+      const out = await this.run(session, feeds);
       this.microBatches++;
-      return { loss: scalarOf(out, this.layout.outputs.loss) };
+      this.weights += weight;
+      return { loss: scalarOf(out, this.layout.outputs.loss), metrics: this.metricsOf(out) };
     });
   }
 
-  /** Average the accumulated gradients, take one AdamW step and reset the accumulators. */
+  /** Divide the accumulated gradients by their weights' sum, take one AdamW step, reset the accumulators. */
   async apply(lr: number): Promise<{ gradNorm: number; microBatches: number }> {
     return this.exclusive('apply', async () => {
       const session = this.need('apply', this.sessions.apply);
@@ -155,13 +172,14 @@ export class TrainRunner {
       if (n === 0) throw new Error('TrainRunner.apply: no micro-batches accumulated');
       const feeds = {
         ...this.scalars(this.t + 1, lr),
-        [this.layout.inputs.microBatches]: new ort.Tensor('float32', Float32Array.of(n), []),
+        [this.layout.inputs.microBatches]: new ort.Tensor('float32', Float32Array.of(this.weights), []),
       };
       const out = await this.run(session, feeds);
       if (this.layout.inPlace)
         for (const p of this.layout.params) (this.state.get(p.acc)!.data as StateArray).fill(0);
       else for (const [acc, zero] of this.zeros) this.state.set(acc, zero);
       this.microBatches = 0;
+      this.weights = 0;
       this.t++;
       return { gradNorm: scalarOf(out, this.layout.outputs.gradNorm), microBatches: n };
     });
@@ -191,6 +209,12 @@ export class TrainRunner {
     this.sessions.step = this.sessions.grad = this.sessions.apply = undefined;
     this.state.clear();
     await Promise.all(sessions.map((s) => s.dispose()));
+  }
+
+  /** The models' metric outputs (TrainStepSpec.metrics) by name. */
+  private metricsOf(out: Record<string, ort.Tensor>): Record<string, number> {
+    const entries = Object.entries(this.layout.outputs.metrics);
+    return Object.fromEntries(entries.map(([name, output]) => [name, scalarOf(out, output)]));
   }
 
   private read(names: string[]): Record<string, StateArray> {

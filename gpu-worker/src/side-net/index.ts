@@ -23,6 +23,7 @@ export {
 export {
   buildSideInferenceGraph,
   SIDE_IO,
+  SIDE_METRICS,
   type SideTrainOptions,
   sideTrainSpec,
   TRAINING_TAP_DTYPE,

@@ -7,11 +7,13 @@ import {
   exp,
   Graph,
   greater,
+  logicalNot,
   logSoftmax,
   matmul,
   mul,
   neg,
   padRuntime,
+  reduceMax,
   reduceSum,
   reshape,
   reshapeAs,
@@ -57,6 +59,20 @@ export function lmHeadCrossEntropy(
   labels: Value, // (B, T) or (N) int64, ignoreIndex = no loss
   opts: Partial<LmLossOptions> = {},
 ): Value {
+  return lmHeadLoss(hidden, head, labels, opts).loss;
+}
+
+/**
+ * lmHeadCrossEntropy, and how many labelled tokens the head predicts exactly (their label's
+ * log-probability is the row's largest; a tie counts as right), a float scalar summed over the
+ * chunks. The count has no gradient: it reads the logits the loss computes anyway.
+ */
+export function lmHeadLoss(
+  hidden: Value, // (B, T, d) or (N, d)
+  head: Value, // (V, d) frozen
+  labels: Value, // (B, T) or (N) int64, ignoreIndex = no loss
+  opts: Partial<LmLossOptions> = {},
+): { loss: Value; correct: Value; targets: Value } {
   const g = hidden.graph;
   const d = hidden.shape.at(-1);
   const vocab = head.shape[0];
@@ -97,39 +113,49 @@ export function lmHeadCrossEntropy(
     // so the backward only scales U by g / max(1, kept): the head is multiplied twice per chunk
     // (logits, then U), never three times, and no (C, V) block outlives its iteration.
     const forward = chunkBody(g, 'lm_loss_chunk', C, d, dtype, (body, hc, lc) => {
+      const zeroF = body.scalar(0, dtype);
+      const oneF = body.scalar(1, dtype);
       const w = body.outer(head);
       const skip = equal(lc, body.scalar(o.ignoreIndex, 'int64')); // (C)
-      const keep = unsqueeze(where(skip, body.scalar(0, dtype), body.scalar(1, dtype)), [-1]); // (C, 1)
+      const keep = unsqueeze(where(skip, zeroF, oneF), [-1]); // (C, 1)
       const column = unsqueeze(where(skip, body.scalar(0, 'int64'), lc), [-1]); // (C, 1)
       // LogSoftmax over the last axis of the (C, V) logits, and the label's entry picked out. Not
       // SoftmaxCrossEntropyLoss: onnxruntime expands it into a LogSoftmax over axis 1 of (C, V, 1),
       // which it runs through transposed copies, two more (C, V) blocks at the chunk's peak.
       const logProb = logSoftmax(matmul(hc, w, { transB: true })); // (C, V)
-      const nll = mul(neg(gatherElements(logProb, column, 1)), keep); // (C, 1), 0 where ignored
+      const picked = gatherElements(logProb, column, 1); // (C, 1)
+      const nll = mul(neg(picked), keep); // (C, 1), 0 where ignored
       const sum = reduceSum(nll, undefined, { keepdims: false }); // ()
-      if (!o.gradient) return [sum];
+      const best = reduceMax(logProb, [1], { keepdims: true }); // (C, 1)
+      const right = mul(where(logicalNot(greater(best, picked)), oneF, zeroF), keep); // (C, 1)
+      const correct = reduceSum(right, undefined, { keepdims: false }); // ()
+      if (!o.gradient) return [sum, correct];
       const dLogits = scatterElementsAdd(mul(exp(logProb), keep), column, neg(keep), 1); // (C, V)
-      return [sum, matmul(dLogits, w)]; // (), (C, d)
+      return [sum, correct, matmul(dLogits, w)]; // (), (), (C, d)
     });
-    const [total, stacked] = scan(g, {
+    const [total, correct, stacked] = scan(g, {
       body: forward,
-      states: [zero],
+      states: [zero, zero],
       scans: [hs, ls],
       outShapes: o.gradient ? [['chunks', C, d]] : [],
       name: 'Chunks',
     });
     const loss = div(total!, denominator); // ()
-    if (!o.gradient) return loss;
+    if (!o.gradient) return { loss, correct: correct!, targets: kept };
 
-    return customGrad(loss, [hidden], (gy) => {
+    const trained = customGrad(loss, [hidden], (gy) => {
       const flat = reshape(stacked!, [-1, d]); // (C*chunks, d)
       const unscaled = sliceRuntime(flat, g.vector([0]), n, [0], h.shape); // (N, d)
       return [reshapeAs(mul(unscaled, div(gy, denominator)), hidden)];
     });
+    return { loss: trained, correct: correct!, targets: kept };
   });
 }
 
-/** A Scan body over (C, d) hidden rows and (C) labels: a running sum (the first output), then per-chunk outputs. */
+/**
+ * A Scan body over (C, d) hidden rows and (C) labels: two running sums (the first two outputs:
+ * the loss, the correct count), then per-chunk outputs.
+ */
 function chunkBody(
   g: Graph,
   name: string,
@@ -141,10 +167,12 @@ function chunkBody(
   const body = new Graph({ name, opsets: g.options.opsets });
   body.scope(name, () => {
     const sumIn = body.input(`${name}/sum_in`, dtype, []);
+    const correctIn = body.input(`${name}/correct_in`, dtype, []);
     const hc = body.input(`${name}/hidden_chunk`, dtype, [C, d]);
     const lc = body.input(`${name}/labels_chunk`, 'int64', [C]);
-    const [sum, ...outs] = fn(body, hc, lc);
+    const [sum, correct, ...outs] = fn(body, hc, lc);
     body.output(add(sumIn, sum!), `${name}/sum_out`);
+    body.output(add(correctIn, correct!), `${name}/correct_out`);
     for (const [i, v] of outs.entries()) body.output(v, `${name}/out_${i}`);
   });
   return body;

@@ -2,7 +2,7 @@ import { lastPosition } from '../backbone/graph/emit.ts';
 import { type AdamWOptions, Graph, matmul, type TrainStepSpec, type Value } from '../graph/index.ts';
 import type { SideNetShape } from './config.ts';
 import { sideForward } from './graph.ts';
-import { lmHeadCrossEntropy } from './loss.ts';
+import { lmHeadLoss } from './loss.ts';
 import { sideNetParams } from './params.ts';
 
 /** Input and output names of the side-net graphs (shared with the trainer and the server). */
@@ -20,6 +20,12 @@ export const SIDE_IO = {
   presentKey: (j: number) => `side_present.${j}.key`,
   presentValue: (j: number) => `side_present.${j}.value`,
   logits: 'logits', // (batch, 1, vocab): the last position
+} as const;
+
+/** What the side net's training step outputs beside its loss (TrainRunner's `metrics`). */
+export const SIDE_METRICS = {
+  /** Labelled tokens the head predicts exactly (argmax), of the micro-batch's targets. */
+  correct: 'correct_tokens',
 } as const;
 
 /**
@@ -75,8 +81,10 @@ export function sideTrainSpec(s: SideNetShape, opts: SideTrainOptions = {}): Tra
         dropoutSeed: batch[SIDE_IO.dropoutSeed],
         recompute: opts.recompute ?? true,
       });
-      return lmHeadCrossEntropy(out, batch[SIDE_IO.lmHead]!, batch[SIDE_IO.labels]!, { chunk: opts.chunk });
+      const head = lmHeadLoss(out, batch[SIDE_IO.lmHead]!, batch[SIDE_IO.labels]!, { chunk: opts.chunk });
+      return { loss: head.loss, metrics: { [SIDE_METRICS.correct]: head.correct } };
     },
+    metrics: [SIDE_METRICS.correct],
     optim: opts.optim,
   };
 }

@@ -62,7 +62,8 @@ async function lossModel(
   const g = new Graph({ name: 'qlora_check' });
   const params = Object.fromEntries(spec.params.map((p) => [p.name, g.input(p.name, 'float32', p.shape)]));
   const batch = Object.fromEntries(spec.batch.map((b) => [b.name, g.input(b.name, b.dtype, b.shape)]));
-  const loss = g.scope('loss', () => spec.loss(g, params, batch));
+  const out = g.scope('loss', () => spec.loss(g, params, batch));
+  const loss = 'loss' in out ? out.loss : out; // QLoRA's loss has no metrics; either form is a loss
   g.output(loss, 'loss');
   const grads = grad(
     loss,

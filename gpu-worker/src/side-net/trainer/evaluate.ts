@@ -22,18 +22,25 @@ import {
   toTrainingExample,
 } from '../data/index.ts';
 import { sideForward } from '../graph.ts';
-import { lmHeadCrossEntropy } from '../loss.ts';
+import { lmHeadLoss } from '../loss.ts';
 import { sideNetParams } from '../params.ts';
 import { SIDE_IO, TRAINING_TAP_DTYPE } from '../steps.ts';
 
 /** Token positions to score: flat indices into (B*T) and their target ids. */
-const SCORE_IO = { rows: 'score_rows', targets: 'score_targets', nll: 'token_nll', loss: 'loss' } as const;
+const SCORE_IO = {
+  rows: 'score_rows',
+  targets: 'score_targets',
+  nll: 'token_nll',
+  loss: 'loss',
+  correct: 'correct_tokens',
+} as const;
 
 /**
  * Forward-only side-net models for evaluation, fed the trainer's current parameter tensors
  * (named as in the training step) and a backbone pass's outputs:
  *
  *   loss:    side forward ─ chunked LM-head cross-entropy ─ loss ()       mean over the batch's targets
+ *                                                       └─ correct ()    targets predicted exactly
  *   scoring: side forward ─ Reshape (B*T, d) ─ Gather rows (M, d) ─ @ head^T (M, V) ─ nll (M)
  *
  * The scoring model reads only the M labelled positions it is given (a label and its eos per
@@ -52,14 +59,12 @@ export class SideEvaluator {
     lmHead: Tensor,
     opts: { chunk?: number | undefined; session?: Partial<SessionOptions> } = {},
   ): Promise<SideEvaluator> {
-    const loss = evalGraph(shape, 'side-net-eval-loss', (g, out, head) =>
-      g.output(
-        lmHeadCrossEntropy(out, head, g.input(SIDE_IO.labels, 'int64', ['batch', 'seq']), {
-          chunk: opts.chunk,
-        }),
-        SCORE_IO.loss,
-      ),
-    );
+    const loss = evalGraph(shape, 'side-net-eval-loss', (g, out, head) => {
+      const labels = g.input(SIDE_IO.labels, 'int64', ['batch', 'seq']);
+      const scored = lmHeadLoss(out, head, labels, { chunk: opts.chunk, gradient: false });
+      g.output(scored.loss, SCORE_IO.loss);
+      g.output(scored.correct, SCORE_IO.correct);
+    });
     const score = evalGraph(shape, 'side-net-eval-score', (g, out, head) => {
       const rows = g.input(SCORE_IO.rows, 'int64', ['scored']);
       const targets = g.input(SCORE_IO.targets, 'int64', ['scored']);
@@ -83,10 +88,19 @@ export class SideEvaluator {
     batch: Batch,
     backbone: Record<string, Tensor>,
   ): Promise<number> {
+    return (await this.tokens(params, batch, backbone)).loss;
+  }
+
+  /** Mean loss over the batch's labelled tokens, and how many of them the head predicts exactly. */
+  async tokens(
+    params: Record<string, Tensor>,
+    batch: Batch,
+    backbone: Record<string, Tensor>,
+  ): Promise<{ loss: number; correct: number }> {
     const feeds = this.feeds(params, batch, backbone);
     feeds[SIDE_IO.labels] = i64(batch.labels, [batch.size, batch.length]);
     const out = await this.lossSession.run(feeds);
-    return Number(out[SCORE_IO.loss]!.data[0]);
+    return { loss: Number(out[SCORE_IO.loss]!.data[0]), correct: Number(out[SCORE_IO.correct]!.data[0]) };
   }
 
   /** Summed loss of each row's labelled tokens: -log p(completion | prompt), (B). */
@@ -172,15 +186,29 @@ function evalBatches(examples: readonly TrainingExample[], ctx: EvalContext): Ba
 
 /** Mean loss over every labelled token of `examples` (token-weighted across batches). */
 export async function evaluateLoss(examples: readonly TrainingExample[], ctx: EvalContext): Promise<number> {
+  return (await evaluateTokens(examples, ctx)).loss;
+}
+
+/**
+ * Mean loss and mean token accuracy (the share of labelled tokens whose label is the head's
+ * argmax) over every labelled token of `examples`, token-weighted across batches.
+ */
+export async function evaluateTokens(
+  examples: readonly TrainingExample[],
+  ctx: EvalContext,
+): Promise<{ loss: number; accuracy: number; targets: number }> {
   let sum = 0;
+  let correct = 0;
   let targets = 0;
   for (const batch of evalBatches(examples, ctx)) {
     if (batch.targets === 0) continue;
-    const loss = await ctx.evaluator.loss(ctx.params(), batch, await ctx.backbone(batch));
-    sum += loss * batch.targets;
+    const out = await ctx.evaluator.tokens(ctx.params(), batch, await ctx.backbone(batch));
+    sum += out.loss * batch.targets;
+    correct += out.correct;
     targets += batch.targets;
   }
-  return targets === 0 ? Number.NaN : sum / targets;
+  if (targets === 0) return { loss: Number.NaN, accuracy: Number.NaN, targets };
+  return { loss: sum / targets, accuracy: correct / targets, targets };
 }
 
 /**
