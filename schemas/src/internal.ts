@@ -105,14 +105,24 @@ export const ScoreResponse = z.strictObject({
 });
 export type ScoreResponse = z.infer<typeof ScoreResponse>;
 
-/** Training hyperparameters (public API names, defaults filled). */
+const auto = z.literal('auto');
+
+/**
+ * Training hyperparameters (public API names, defaults filled). `'auto'` values are resolved by
+ * the worker when the job starts, from the dataset's size and token counts, and reported on the
+ * job's `started` event (JobEvent.hyperparameters).
+ */
 export const Hyperparameters = z.strictObject({
-  n_epochs: z.number().int().min(1).max(100).default(3),
-  learning_rate: z.number().gt(0).max(1).default(1e-3),
+  n_epochs: z.union([auto, z.number().int().min(1).max(100)]).default('auto'),
+  /** Examples per optimizer step, whatever the micro-batches (batch_tokens) that carry them. */
+  batch_size: z.union([auto, z.number().int().min(1).max(256)]).default('auto'),
+  /** Times the side nets' base learning rate. */
+  learning_rate_multiplier: z.union([auto, z.number().gt(0).max(100)]).default('auto'),
+  /** An absolute peak learning rate; overrides learning_rate_multiplier when given. */
+  learning_rate: z.number().gt(0).max(1).optional(),
   warmup_ratio: z.number().min(0).max(0.5).default(0.05),
-  /** Tokens per optimizer micro-batch (padded B x T). */
+  /** Tokens per micro-batch (padded B x T): the memory cap of one forward and backward. */
   batch_tokens: z.number().int().min(64).max(1_048_576).default(4096),
-  gradient_accumulation: z.number().int().min(1).max(64).default(1),
   weight_decay: z.number().min(0).max(1).default(0.01),
   max_grad_norm: z.number().gt(0).max(1000).default(1),
   /** Side width d_s = d / r. */
@@ -120,6 +130,8 @@ export const Hyperparameters = z.strictObject({
   /** xLadder: tapped (and free) side layers; default a quarter of the backbone's layers. */
   xladder_depth: z.number().int().min(1).max(256).optional(),
   validation_fraction: z.number().min(0).max(0.5).default(0),
+  /** Side blocks start random (scaled) or pruned from the backbone's blocks. */
+  init: z.enum(['random', 'pruned']).default('random'),
 });
 export type Hyperparameters = z.infer<typeof Hyperparameters>;
 
@@ -152,7 +164,8 @@ export const StartJobRequest = z.strictObject({
 });
 export type StartJobRequest = z.infer<typeof StartJobRequest>;
 
-export const JobStatus = z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']);
+/** `paused`: stopped at a checkpoint by POST .../pause; a StartJobRequest with a higher attempt resumes it. */
+export const JobStatus = z.enum(['queued', 'running', 'paused', 'succeeded', 'failed', 'cancelled']);
 export type JobStatus = z.infer<typeof JobStatus>;
 
 export const StartJobResponse = z.strictObject({
@@ -163,12 +176,47 @@ export const StartJobResponse = z.strictObject({
 });
 export type StartJobResponse = z.infer<typeof StartJobResponse>;
 
+/** The values a job trains with, `'auto'` resolved (on the `started` event). */
+export const ResolvedTraining = z.strictObject({
+  n_epochs: z.number().int().min(1),
+  batch_size: z.number().int().min(1),
+  learning_rate_multiplier: z.number().gt(0),
+  learning_rate: z.number().gt(0),
+});
+export type ResolvedTraining = z.infer<typeof ResolvedTraining>;
+
+/** One optimizer step's metrics (OpenAI's names); the `valid_*` ones where the step evaluated. */
+export const StepMetrics = z.strictObject({
+  step: z.number().int().min(0),
+  /** Token-weighted mean loss of the step's examples. */
+  train_loss: z.number(),
+  /** Share of the step's completion tokens the side net predicted exactly (argmax). */
+  train_mean_token_accuracy: z.number().min(0).max(1),
+  /** On a sample of the validation set, every few steps. */
+  valid_loss: z.number().optional(),
+  valid_mean_token_accuracy: z.number().min(0).max(1).optional(),
+  /** On the whole validation set, at the end. */
+  full_valid_loss: z.number().optional(),
+  full_valid_mean_token_accuracy: z.number().min(0).max(1).optional(),
+});
+export type StepMetrics = z.infer<typeof StepMetrics>;
+
 /** Worker -> edge, POST callback_url: progress and the end of a job. `event_id` makes it idempotent. */
 export const JobEvent = z.strictObject({
   event_id: SafeId,
   job_id: SafeId,
   tenant: SafeId,
-  type: z.enum(['started', 'progress', 'checkpoint', 'succeeded', 'failed', 'cancelled']),
+  type: z.enum([
+    'started',
+    'progress',
+    'metrics',
+    'checkpoint',
+    'warning',
+    'paused',
+    'succeeded',
+    'failed',
+    'cancelled',
+  ]),
   created_at: z.iso.datetime(),
   message: z.string().max(4096).default(''),
   step: z.number().int().min(0).default(0),
@@ -179,10 +227,16 @@ export const JobEvent = z.strictObject({
   learning_rate: z.number().nullable().default(null),
   tokens_per_s: z.number().nullable().default(null),
   eta_s: z.number().nullable().default(null),
+  /** `started`: what `'auto'` resolved to. */
+  hyperparameters: ResolvedTraining.optional(),
+  /** `metrics` and `checkpoint` events (and the final one): the step's metrics. */
+  metrics: StepMetrics.optional(),
   /** Final event only: the published adapter. */
   adapter: AdapterManifest.optional(),
   /** Final event only: billable training tokens (tokens x epochs), recorded once by event id. */
   billed_training_tokens: z.number().int().min(0).optional(),
+  /** Final event only: tokens the job trained on (every epoch's). */
+  trained_tokens: z.number().int().min(0).optional(),
 });
 export type JobEvent = z.infer<typeof JobEvent>;
 

@@ -20,13 +20,15 @@ import {
   manifestTraining,
   type SideNetChoice,
   sideNetInput,
-  type TrainHyperparameters,
   TrainingAbortedError,
   trainSideNet,
 } from '../side-net/trainer/index.ts';
 import { EVENT_POSTER_DEFAULTS, type EventPosterOptions, postWithRetries } from './events.ts';
 import { estimateTrainingMemory } from './memory.ts';
 import type { JobRecord, JobRecordStore } from './records.ts';
+import { contextWarning, type JobTraining, jobTraining } from './training.ts';
+
+type StepMetrics = NonNullable<JobEvent['metrics']>;
 
 export type JobRunnerConfig = Pick<
   WorkerConfig,
@@ -68,6 +70,8 @@ export interface JobView {
 }
 
 const TERMINAL: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
+/** Not terminal, and not resumed until a StartJobRequest with a higher attempt asks for it. */
+const PAUSED: JobStatus = 'paused';
 const MAX_LENGTH = 1024;
 
 /**
@@ -103,7 +107,7 @@ export class JobRunner {
   /** Every job left queued or running by an earlier process, from its latest checkpoint; pending events re-sent. */
   resumeAll(): void {
     for (const r of this.jobs.values()) {
-      if (!TERMINAL.includes(r.status)) this.enqueue(r.request.job_id);
+      if (!TERMINAL.includes(r.status) && r.status !== PAUSED) this.enqueue(r.request.job_id);
       if (r.outbox.length) this.flush(r.request.job_id);
     }
   }
@@ -114,15 +118,19 @@ export class JobRunner {
     if (known) {
       if (known.request.tenant !== req.tenant)
         throw new JobRefusedError(`job ${req.job_id} belongs to another tenant`, 'job_conflict');
-      if (req.attempt > known.request.attempt) {
-        // A newer lease: report to its callback from now on.
+      const newer = req.attempt > known.request.attempt;
+      if (newer) {
+        // A newer lease: report to its callback from now on; a paused job resumes under it.
         this.save({
           ...known,
+          status: known.status === PAUSED ? 'queued' : known.status,
           request: { ...known.request, attempt: req.attempt, callback_url: req.callback_url },
         });
       }
+      const now = this.jobs.get(req.job_id)!;
       if (
-        !TERMINAL.includes(known.status) &&
+        !TERMINAL.includes(now.status) &&
+        now.status !== PAUSED &&
         !this.active.has(req.job_id) &&
         !this.waiting.includes(req.job_id)
       )
@@ -167,7 +175,7 @@ export class JobRunner {
     };
   }
 
-  /** Cancels a queued or running job (a running one stops after its current step, checkpointed). */
+  /** Cancels a queued, paused or running job (a running one stops after its current step, checkpointed). */
   cancel(jobId: string): JobView | undefined {
     const r = this.jobs.get(jobId);
     if (!r) return undefined;
@@ -175,7 +183,24 @@ export class JobRunner {
     if (waitingAt >= 0) {
       this.waiting.splice(waitingAt, 1);
       this.finish(r, 'cancelled', 'cancelled before it started');
-    } else this.active.get(jobId)?.abort('cancel');
+    } else if (r.status === PAUSED) this.finish(r, 'cancelled', 'cancelled while paused');
+    else this.active.get(jobId)?.abort('cancel');
+    return this.status(jobId);
+  }
+
+  /**
+   * Pauses a queued or running job: a running one checkpoints at its next step boundary and
+   * stops; either way a `paused` event follows. A StartJobRequest for the job with a higher
+   * attempt resumes it from that checkpoint. Pausing a paused or finished job changes nothing.
+   */
+  pause(jobId: string): JobView | undefined {
+    const r = this.jobs.get(jobId);
+    if (!r) return undefined;
+    const waitingAt = this.waiting.indexOf(jobId);
+    if (waitingAt >= 0) {
+      this.waiting.splice(waitingAt, 1);
+      this.paused(r);
+    } else this.active.get(jobId)?.abort('pause');
     return this.status(jobId);
   }
 
@@ -200,7 +225,7 @@ export class JobRunner {
 
   private choice(req: StartJobRequest): SideNetChoice {
     const hp = req.method.hyperparameters;
-    const overrides = { reduction_factor: hp.reduction_factor };
+    const overrides = { reduction_factor: hp.reduction_factor, init: hp.init };
     if (req.method.type === 'lst') return { preset: 'lst', overrides };
     const delta = hp.xladder_depth ?? Math.max(1, Math.floor(this.model.config.layers / 4));
     return { preset: 'xladder', delta, overrides };
@@ -237,18 +262,11 @@ export class JobRunner {
     }
   }
 
-  private hyperparameters(req: StartJobRequest): Partial<TrainHyperparameters> {
-    const hp = req.method.hyperparameters;
-    return {
-      epochs: hp.n_epochs,
-      learningRate: hp.learning_rate,
-      warmup: { ratio: hp.warmup_ratio },
-      tokenBudget: hp.batch_tokens,
-      microBatches: hp.gradient_accumulation,
-      weightDecay: hp.weight_decay,
-      maxGradNorm: hp.max_grad_norm,
-      seed: req.seed,
-    };
+  private paused(r: JobRecord): void {
+    const rec = this.save({ ...r, status: PAUSED });
+    this.emit(rec, 'paused', `${r.request.job_id}-paused-a${r.request.attempt}`, {
+      message: `paused at step ${r.step}`,
+    });
   }
 
   private save(r: JobRecord): JobRecord {
@@ -374,11 +392,6 @@ export class JobRunner {
       status: 'running',
       resumed_from_step: latest?.record.step ?? 0,
     });
-    if (!r.started_sent) {
-      r = this.emit({ ...r, started_sent: true }, 'started', `${jobId}-started`, {
-        message: r.resumed_from_step ? `resuming from step ${r.resumed_from_step}` : 'training started',
-      });
-    }
     let release: Release | undefined;
     try {
       const tokenizer = this.model.tokenizer;
@@ -388,13 +401,16 @@ export class JobRunner {
       });
       let train: TrainingExample[] = data.examples;
       let validation: TrainingExample[] | undefined;
+      const warnings = [contextWarning('training', data.stats, maxLength)];
       if (req.validation_file_url) {
         const text = await this.trainingText(r, req.validation_file_url, 'validation');
-        validation = prepareDataset(text, tokenizer, {
+        const prepared = prepareDataset(text, tokenizer, {
           maxLength,
           format: data.format,
           ...(data.labels ? { labels: data.labels } : {}),
-        }).examples;
+        });
+        validation = prepared.examples;
+        warnings.push(contextWarning('validation', prepared.stats, maxLength));
       } else if (req.method.hyperparameters.validation_fraction > 0) {
         const split = splitValidation(
           train,
@@ -404,6 +420,10 @@ export class JobRunner {
         train = split.train;
         validation = split.validation;
       }
+      const plan = jobTraining(req.method.hyperparameters, train.length, req.seed);
+      r = this.started(this.jobs.get(jobId)!, plan, warnings);
+
+      let last: StepMetrics | undefined;
       const inner = checkpointStoreSink(store, jobId);
       const sink: CheckpointSink = {
         loadLatest: () => inner.loadLatest(),
@@ -412,6 +432,7 @@ export class JobRunner {
           r = this.emit(this.jobs.get(jobId)!, 'checkpoint', `${jobId}-checkpoint-${step}`, {
             step,
             message: `checkpoint at step ${step}`,
+            ...(last?.step === step ? { metrics: last } : {}),
           });
         },
       };
@@ -421,9 +442,9 @@ export class JobRunner {
         buildCacheDir: this.config.LADDER_CACHE_DIR,
         sideNet: this.choice(req),
         train,
-        ...(validation?.length ? { validation } : {}),
+        ...(validation?.length ? { validation, evaluation: { everySteps: plan.evalEverySteps } } : {}),
         ...(data.labels ? { labels: data.labels } : {}),
-        hyperparameters: this.hyperparameters(req),
+        hyperparameters: plan.hyperparameters,
         session: {
           provider: this.config.LADDER_EXECUTION_PROVIDER,
           intraOpThreads: this.config.LADDER_INTRA_OP_THREADS,
@@ -448,14 +469,32 @@ export class JobRunner {
           this.metrics.trainingSteps.inc();
           this.metrics.trainingTokens.inc(Math.max(0, p.tokens - tokens));
           tokens = p.tokens;
+          last = {
+            step: p.step,
+            train_loss: p.loss,
+            train_mean_token_accuracy: p.tokenAccuracy,
+            ...(p.valid
+              ? { valid_loss: p.valid.loss, valid_mean_token_accuracy: p.valid.tokenAccuracy }
+              : {}),
+          };
           let rec: JobRecord = {
             ...this.jobs.get(jobId)!,
             step: p.step,
             total_steps: p.totalSteps,
             tokens: p.tokens,
           };
+          const fresh = p.step > rec.reported_step;
+          if (fresh && (p.step % plan.metricsEverySteps === 0 || p.valid || p.step === p.totalSteps))
+            rec = this.emit(rec, 'metrics', `${jobId}-metrics-${p.step}`, {
+              step: p.step,
+              epoch: p.epoch,
+              loss: p.loss,
+              eval_loss: p.valid?.loss ?? null,
+              learning_rate: p.lr,
+              metrics: last,
+            });
           const due = p.step % this.config.LADDER_PROGRESS_EVERY_STEPS === 0 || p.step === p.totalSteps;
-          if (due && p.step > rec.reported_step) {
+          if (due && fresh) {
             rec = this.emit({ ...rec, reported_step: p.step }, 'progress', `${jobId}-progress-${p.step}`, {
               step: p.step,
               epoch: p.epoch,
@@ -464,7 +503,7 @@ export class JobRunner {
               tokens_per_s: p.tokensPerSecond,
               eta_s: p.etaSeconds,
             });
-          } else this.save(rec);
+          } else this.save(fresh ? { ...rec, reported_step: p.step } : rec);
           // Between steps: serving first (the gate grants training a turn every few serving turns).
           release?.();
           release = undefined;
@@ -488,21 +527,58 @@ export class JobRunner {
         billed_training_tokens: result.summary.billableTokens,
         step: result.summary.steps,
       });
-      const acc = result.summary.accuracy;
+      const s = result.summary;
+      const acc = s.accuracy;
       this.finish(rec, 'succeeded', acc ? `accuracy ${acc.accuracy}` : 'adapter published', {
-        step: result.summary.steps,
-        total_steps: result.summary.steps,
-        loss: result.summary.finalTrainLoss,
-        eval_loss: result.summary.finalEvalLoss,
+        step: s.steps,
+        total_steps: s.steps,
+        loss: s.finalTrainLoss,
+        eval_loss: s.finalEvalLoss,
+        metrics: {
+          step: s.steps,
+          train_loss: last?.train_loss ?? s.finalTrainLoss,
+          train_mean_token_accuracy: last?.train_mean_token_accuracy ?? s.finalTrainTokenAccuracy,
+          ...(last?.valid_loss !== undefined
+            ? { valid_loss: last.valid_loss, valid_mean_token_accuracy: last.valid_mean_token_accuracy }
+            : {}),
+          ...(s.finalEvalLoss !== null && s.finalEvalTokenAccuracy !== null
+            ? { full_valid_loss: s.finalEvalLoss, full_valid_mean_token_accuracy: s.finalEvalTokenAccuracy }
+            : {}),
+        },
         adapter: manifest,
-        billed_training_tokens: result.summary.billableTokens,
+        billed_training_tokens: s.billableTokens,
+        trained_tokens: s.tokensSeen,
       });
     } catch (e) {
       release?.();
       const rec = this.jobs.get(jobId)!;
       if (e instanceof TrainingAbortedError && signal.reason === 'shutdown') return; // resumes on restart
-      if (e instanceof TrainingAbortedError) this.finish(rec, 'cancelled', e.message);
+      if (e instanceof TrainingAbortedError && signal.reason === 'pause') this.paused(rec);
+      else if (e instanceof TrainingAbortedError) this.finish(rec, 'cancelled', e.message);
       else this.finish(rec, 'failed', (e as Error).message.slice(0, 4000));
     }
+  }
+
+  /** The `started` event (once per job) with the resolved hyperparameters, and any data warnings. */
+  private started(r: JobRecord, plan: JobTraining, warnings: (string | null)[]): JobRecord {
+    if (r.started_sent) return r;
+    const jobId = r.request.job_id;
+    const { n_epochs, batch_size, learning_rate } = plan.resolved;
+    let rec = this.emit(
+      { ...r, started_sent: true, total_steps: plan.totalSteps },
+      'started',
+      `${jobId}-started`,
+      {
+        message: r.resumed_from_step
+          ? `resuming from step ${r.resumed_from_step}`
+          : `training started: ${n_epochs} epochs, batch size ${batch_size}, learning rate ${learning_rate}`,
+        total_steps: plan.totalSteps,
+        learning_rate,
+        hyperparameters: plan.resolved,
+      },
+    );
+    for (const [i, message] of warnings.entries())
+      if (message) rec = this.emit(rec, 'warning', `${jobId}-warning-${i}`, { message });
+    return rec;
   }
 }

@@ -12,7 +12,7 @@ function jobId(raw: string): string {
   return parsed.data;
 }
 
-/** POST /internal/v1/jobs (idempotent by job id), GET /internal/v1/jobs/:id, POST .../cancel. */
+/** POST /internal/v1/jobs (idempotent by job id), GET /internal/v1/jobs/:id, POST .../cancel, POST .../pause. */
 export function jobRoutes(app: Hono, jobs: () => JobRunner) {
   app.post('/internal/v1/jobs', async (c) => {
     const req = await parseBody(c, StartJobRequest);
@@ -34,6 +34,14 @@ export function jobRoutes(app: Hono, jobs: () => JobRunner) {
   app.post('/internal/v1/jobs/:id/cancel', (c) => {
     const id = jobId(c.req.param('id'));
     const view = jobs().cancel(id);
+    if (!view) throw new HttpError(404, `no job ${id} on this worker`, 'job_not_found');
+    return c.json(view);
+  });
+
+  // Checkpoints at the next step boundary and stops; a StartJobRequest with a higher attempt resumes.
+  app.post('/internal/v1/jobs/:id/pause', (c) => {
+    const id = jobId(c.req.param('id'));
+    const view = jobs().pause(id);
     if (!view) throw new HttpError(404, `no job ${id} on this worker`, 'job_not_found');
     return c.json(view);
   });

@@ -61,6 +61,48 @@ export function planEpoch(
   return permutation(batches.length, mixSeed(o.seed, STREAM.batches, epoch)).map((b) => batches[b]!);
 }
 
+/** One epoch's micro-batches in step order, and where each optimizer step's begin. */
+export interface EpochSteps {
+  /** Micro-batches as example indices, each within the token budget. */
+  batches: number[][];
+  /** Index into `batches` of each step's first micro-batch; a step runs to the next start. */
+  stepStarts: number[];
+}
+
+/**
+ * One epoch as optimizer steps of `stepSize` examples each (the last may hold fewer), a pure
+ * function of (lengths, epoch, options): a seeded shuffle of the examples, cut into consecutive
+ * steps; inside a step, the examples go by length and are packed greedily into micro-batches
+ * within the token budget (as planEpoch packs a whole epoch), so a step's padding stays small
+ * whatever its size. The steps' gradients are accumulated over their micro-batches.
+ */
+export function planEpochSteps(
+  lengths: readonly number[],
+  epoch: number,
+  options: Partial<BatchPlanOptions> & Pick<BatchPlanOptions, 'tokenBudget'> & { stepSize: number },
+): EpochSteps {
+  const o = { ...BATCH_PLAN_DEFAULTS, ...options };
+  if (!(Number.isInteger(o.stepSize) && o.stepSize >= 1))
+    throw new RangeError(`stepSize ${o.stepSize} must be a positive integer`);
+  const order = o.shuffle
+    ? permutation(lengths.length, mixSeed(o.seed, STREAM.examples, epoch))
+    : lengths.map((_, i) => i);
+  const batches: number[][] = [];
+  const stepStarts: number[] = [];
+  for (let at = 0; at < order.length; at += o.stepSize) {
+    const members = order.slice(at, at + o.stepSize);
+    stepStarts.push(batches.length);
+    // planEpoch over the step's own lengths, unshuffled: length order, greedy packing.
+    const packed = planEpoch(
+      members.map((i) => lengths[i]!),
+      0,
+      { tokenBudget: o.tokenBudget, maxBatchSize: o.maxBatchSize, shuffle: false },
+    );
+    for (const b of packed) batches.push(b.map((k) => members[k]!));
+  }
+  return { batches, stepStarts };
+}
+
 /** Tensors of one batch, right-padded to its longest example; int64, as the graphs take them. */
 export interface Batch {
   /** Indices of its examples in the list it was drawn from, in row order. */

@@ -1,4 +1,12 @@
-export { BATCH_PLAN_DEFAULTS, type Batch, type BatchPlanOptions, collate, planEpoch } from './batching.ts';
+export {
+  BATCH_PLAN_DEFAULTS,
+  type Batch,
+  type BatchPlanOptions,
+  collate,
+  type EpochSteps,
+  planEpoch,
+  planEpochSteps,
+} from './batching.ts';
 export { chatTokens } from './chat-turns.ts';
 export { DatasetError, ExampleError } from './errors.ts';
 export {

@@ -1,4 +1,12 @@
-import { BATCH_PLAN_DEFAULTS, type Batch, type BatchPlanOptions, collate, planEpoch } from './batching.ts';
+import {
+  BATCH_PLAN_DEFAULTS,
+  type Batch,
+  type BatchPlanOptions,
+  collate,
+  type EpochSteps,
+  planEpoch,
+  planEpochSteps,
+} from './batching.ts';
 import type { TrainingExample } from './types.ts';
 
 /** Where the NEXT batch comes from: batch `index` of epoch `epoch`'s plan. */
@@ -15,6 +23,12 @@ export interface LoaderState extends DataCursor {
 
 export interface BatchLoaderOptions extends BatchPlanOptions {
   padTokenId: number;
+  /**
+   * Examples per optimizer step: each epoch is planned as steps of this many examples
+   * (planEpochSteps), their micro-batches in step order. Undefined: planEpoch's packing of the
+   * whole epoch, one step per micro-batch (stepsOf gives no boundaries then).
+   */
+  stepSize?: number | undefined;
 }
 
 export interface LoadedBatch {
@@ -34,7 +48,7 @@ export class BatchLoader {
   readonly fingerprint: string;
   private readonly options: BatchLoaderOptions;
   private readonly lengths: number[];
-  private plan: { epoch: number; batches: number[][] } | undefined;
+  private plan: ({ epoch: number } & EpochSteps) | undefined;
   private position: DataCursor = { epoch: 0, index: 0 };
 
   constructor(
@@ -75,9 +89,25 @@ export class BatchLoader {
 
   /** This epoch's batches as example indices (the plan; no tensors). */
   batchesOf(epoch: number): readonly (readonly number[])[] {
-    if (this.plan?.epoch !== epoch)
-      this.plan = { epoch, batches: planEpoch(this.lengths, epoch, this.options) };
-    return this.plan.batches;
+    return this.planOf(epoch).batches;
+  }
+
+  /** Where this epoch's optimizer steps begin, as indices into batchesOf (stepSize plans only). */
+  stepStartsOf(epoch: number): readonly number[] | undefined {
+    return this.options.stepSize === undefined ? undefined : this.planOf(epoch).stepStarts;
+  }
+
+  private planOf(epoch: number): EpochSteps {
+    if (this.plan?.epoch !== epoch) {
+      const { stepSize } = this.options;
+      this.plan = {
+        epoch,
+        ...(stepSize === undefined
+          ? { batches: planEpoch(this.lengths, epoch, this.options), stepStarts: [] }
+          : planEpochSteps(this.lengths, epoch, { ...this.options, stepSize })),
+      };
+    }
+    return this.plan;
   }
 
   next(): LoadedBatch {
@@ -104,7 +134,8 @@ function fingerprint(examples: readonly TrainingExample[], o: BatchLoaderOptions
     for (const id of e.inputIds) feed(id);
     for (const l of e.labels) feed(l);
   }
-  const opts = JSON.stringify([o.tokenBudget, o.maxBatchSize, o.seed, o.shuffle, o.padTokenId]);
+  const plan = [o.tokenBudget, o.maxBatchSize, o.seed, o.shuffle, o.padTokenId];
+  const opts = JSON.stringify(o.stepSize === undefined ? plan : [...plan, o.stepSize]);
   for (let i = 0; i < opts.length; i++) feed(opts.charCodeAt(i));
   return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
 }

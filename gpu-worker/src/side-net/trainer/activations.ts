@@ -6,6 +6,7 @@ import {
   type BatchLoader,
   collate,
   type LoadedBatch,
+  planEpoch,
   type TrainingExample,
 } from '../data/index.ts';
 import {
@@ -157,6 +158,30 @@ export class ActivationSource {
     const key = stageKey(lb.epoch, lb.index);
     if (!this.stage.has(key)) await this.stageWindow(lb, remaining);
     return this.stage.take(key);
+  }
+
+  /**
+   * The backbone's outputs for `examples` in evaluation batches (length order, within
+   * `tokenBudget`), computed now and held by the caller: for a small set evaluated again and again
+   * during training (the frozen backbone gives the same outputs each time). A phased schedule
+   * opens the backbone for them and closes it again.
+   */
+  async backboneFor(
+    examples: readonly TrainingExample[],
+    tokenBudget: number,
+  ): Promise<{ batch: Batch; backbone: Record<string, Tensor> }[]> {
+    const lengths = examples.map((e) => e.inputIds.length);
+    const batches = planEpoch(lengths, 0, { tokenBudget, shuffle: false }).map((indices) =>
+      collate(examples, indices, this.padTokenId),
+    );
+    const pass = await this.openPass();
+    try {
+      const out = [];
+      for (const batch of batches) out.push({ batch, backbone: await pass.run(batch) });
+      return out;
+    } finally {
+      if (this.stage) await this.closePass();
+    }
   }
 
   /**

@@ -28,11 +28,15 @@ const TrainerState = z.strictObject({
   }),
   /** Real (unpadded) tokens trained on so far. */
   tokensSeen: z.number().int().nonnegative(),
-  /** Token-weighted loss of the epoch in progress (sum of loss x targets, and targets). */
+  /**
+   * Token-weighted loss of the epoch in progress (sum of loss x targets, and targets), and its
+   * targets predicted exactly (absent in checkpoints written before it was counted).
+   */
   epochLoss: z.strictObject({
     epoch: z.number().int().nonnegative(),
     sum: z.number(),
     targets: z.number().int().nonnegative(),
+    correct: z.number().nonnegative().optional(),
   }),
   /** Whether later epochs read the activation cache (null: not decided yet). */
   activationCacheUsed: z.boolean().nullable(),

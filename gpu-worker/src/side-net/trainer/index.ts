@@ -6,6 +6,13 @@ export {
   activationBytes,
 } from './activation-cache.ts';
 export { ActivationSource, TAP_SCHEDULE_DEFAULTS, type TapSchedule } from './activations.ts';
+export {
+  BASE_LEARNING_RATE,
+  type ResolvedTraining,
+  resolveTraining,
+  type TrainingRequest,
+  type TrainingSize,
+} from './auto.ts';
 export { type BackboneBuildChoice, BackbonePass, BackbonePlan, loadLmHead } from './backbone-pass.ts';
 export {
   CHECKPOINT_FORMAT,
@@ -13,7 +20,13 @@ export {
   decodeCheckpoint,
   encodeCheckpoint,
 } from './checkpoint.ts';
-export { type EvalContext, evaluateClassification, evaluateLoss, SideEvaluator } from './evaluate.ts';
+export {
+  type EvalContext,
+  evaluateClassification,
+  evaluateLoss,
+  evaluateTokens,
+  SideEvaluator,
+} from './evaluate.ts';
 export {
   type CheckpointPolicy,
   checkExamples,

@@ -21,8 +21,19 @@ export interface TrainHyperparameters {
   weightDecay: number;
   /** Global gradient-norm clipping; Infinity: none. */
   maxGradNorm: number;
-  /** Micro-batches whose gradients are averaged into one update (gradient accumulation). */
+  /**
+   * Examples per optimizer update, carried by as many micro-batches (within tokenBudget) as they
+   * need; their gradients are accumulated and averaged over all their target tokens. Undefined:
+   * each update takes `microBatches` micro-batches packed from the whole epoch.
+   */
+  batchSize: number | undefined;
+  /** Micro-batches per update when batchSize is undefined (gradient accumulation). */
   microBatches: number;
+  /**
+   * The ladder gates' learning rate as a multiple of learningRate: the original LST's gate
+   * sigmoid(alpha / T), T = 0.1, under Adam is sigmoid(z) at lr / T (AdamWOptions.lrScale).
+   */
+  gateLrScale: number;
   /** Padded tokens per micro-batch (B x T_padded): bounds the memory of one step. */
   tokenBudget: number;
   /** Rows per micro-batch at most, whatever the budget allows. */
@@ -33,6 +44,13 @@ export interface TrainHyperparameters {
   lossChunk: number | undefined;
 }
 
+/**
+ * The gates' rate multiple. Measured on the default backbone (d=128, 4 layers) and d=256/4
+ * layers, recall and classification files at the auto rules (bench/defaults.bench.ts; see the
+ * table in auto.ts): see GATE_MEASUREMENTS there.
+ */
+export const GATE_LR_SCALE = 10;
+
 export const HYPERPARAMETER_DEFAULTS: TrainHyperparameters = {
   epochs: 3,
   learningRate: 1e-3,
@@ -40,7 +58,9 @@ export const HYPERPARAMETER_DEFAULTS: TrainHyperparameters = {
   minLrRatio: 0.1,
   weightDecay: 0.01,
   maxGradNorm: 1,
+  batchSize: undefined,
   microBatches: 1,
+  gateLrScale: GATE_LR_SCALE,
   tokenBudget: 4096,
   maxBatchSize: Number.POSITIVE_INFINITY,
   seed: 0,
@@ -68,6 +88,10 @@ export interface TrainProgress {
   epoch: number;
   /** Token-weighted loss over the update's micro-batches. */
   loss: number;
+  /** Share of the update's target tokens the side net predicted exactly (argmax). */
+  tokenAccuracy: number;
+  /** The validation sample's loss and token accuracy, at updates that evaluated it. */
+  valid?: { loss: number; tokenAccuracy: number };
   gradNorm: number;
   lr: number;
   /** Real tokens trained on so far (all epochs). */
@@ -101,6 +125,12 @@ export interface TrainSideNetOptions {
   session?: Partial<SessionOptions>;
   checkpoint?: CheckpointPolicy;
   activationCache?: ActivationCacheOptions;
+  /**
+   * Evaluate `validation` every `everySteps` updates on a fixed sample of it (at most
+   * `sampleExamples` examples), reported through onProgress; the whole set is evaluated at the end
+   * either way. Undefined: the end only.
+   */
+  evaluation?: { everySteps: number; sampleExamples?: number };
   /** How the backbone pass and the side step share the process (default: phased, windows of up to 32 micro-batches and 2 GiB). */
   taps?: TapSchedule;
   onProgress?: (p: TrainProgress) => void | Promise<void>;
@@ -117,6 +147,12 @@ export function resolveHyperparameters(input: Partial<TrainHyperparameters> = {}
   };
   positiveInt('epochs', h.epochs);
   positiveInt('microBatches', h.microBatches);
+  if (h.batchSize !== undefined) {
+    positiveInt('batchSize', h.batchSize);
+    if (h.microBatches !== 1) bad.push(`batchSize and microBatches ${h.microBatches} cannot both be set`);
+  }
+  if (!(h.gateLrScale > 0 && Number.isFinite(h.gateLrScale)))
+    bad.push(`gateLrScale must be > 0, got ${h.gateLrScale}`);
   positiveInt('tokenBudget', h.tokenBudget);
   if (!(h.maxBatchSize >= 1)) bad.push(`maxBatchSize must be >= 1, got ${h.maxBatchSize}`);
   if (!(h.learningRate > 0 && Number.isFinite(h.learningRate)))

@@ -19,6 +19,12 @@ export interface TrainSummary {
   /** Token-weighted mean loss over the last epoch. */
   finalTrainLoss: number;
   finalEvalLoss: number | null;
+  /** Token accuracy over the last epoch (argmax = label, target-weighted). */
+  finalTrainTokenAccuracy: number;
+  /** Token accuracy over the whole validation set with the final weights. */
+  finalEvalTokenAccuracy: number | null;
+  /** Examples per optimizer update (batchSize), or null when updates took packed micro-batches. */
+  batchSize: number | null;
   /** Classification validation sets only: accuracy over the label set (argmin summed loss). */
   accuracy: ClassificationMetrics | null;
   /** The checkpoint step this run started from, if it resumed. */

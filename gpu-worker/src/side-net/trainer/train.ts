@@ -14,14 +14,21 @@ import {
   TrainRunner,
 } from '../../runtime/index.ts';
 import { resolveSideNet, type SideNetShape } from '../config.ts';
-import { type Batch, BatchLoader, type LoadedBatch, mixSeed, type TrainingExample } from '../data/index.ts';
+import {
+  type Batch,
+  BatchLoader,
+  type LoadedBatch,
+  mixSeed,
+  permutation,
+  type TrainingExample,
+} from '../data/index.ts';
 import { initSideNet, sideNetParams } from '../params.ts';
 import { prunedSideNetInit } from '../prune.ts';
-import { SIDE_IO, sideTrainSpec } from '../steps.ts';
+import { SIDE_IO, SIDE_METRICS, sideTrainSpec } from '../steps.ts';
 import { ActivationSource, COLLECT_AFTER_BYTES } from './activations.ts';
 import { BackbonePlan } from './backbone-pass.ts';
 import { decodeCheckpoint, encodeCheckpoint, type TrainerState } from './checkpoint.ts';
-import { type EvalContext, evaluateClassification, evaluateLoss, SideEvaluator } from './evaluate.ts';
+import { type EvalContext, evaluateClassification, evaluateTokens, SideEvaluator } from './evaluate.ts';
 import {
   checkExamples,
   resolveHyperparameters,
@@ -31,9 +38,13 @@ import {
 } from './options.ts';
 import { TrainingAbortedError, type TrainResult, type TrainSummary, toAdapterWeights } from './result.ts';
 import { type LrSchedule, learningRateAt, warmupSteps } from './schedule.ts';
+import { StepPlan } from './step-plan.ts';
 
 /** Random streams of the trainer (data/order.ts uses 1-3). */
-const STREAM = { init: 11, dropout: 12 } as const;
+const STREAM = { init: 11, dropout: 12, evalSample: 13 } as const;
+
+/** Validation examples evaluated every few updates (the whole set is evaluated at the end). */
+const EVAL_SAMPLE_EXAMPLES = 64;
 
 /**
  * Train an LST / xLadder side network over a frozen backbone (DESIGN.md sections 1-2).
@@ -61,10 +72,11 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
     seed: hp.seed,
     shuffle: true,
     padTokenId,
+    stepSize: hp.batchSize,
   });
-  const batchesPerEpoch = loader.batchesOf(0).length; // packing depends on the lengths only: every epoch alike
-  const totalMicro = batchesPerEpoch * hp.epochs;
-  const totalSteps = Math.ceil(totalMicro / hp.microBatches);
+  const plan = new StepPlan(loader, hp.epochs, hp.microBatches, hp.batchSize !== undefined);
+  const batchesPerEpoch = loader.batchesOf(0).length;
+  const { totalMicro, totalSteps } = plan;
   const schedule: LrSchedule = {
     peak: hp.learningRate,
     warmupSteps: warmupSteps(hp.warmup, totalSteps),
@@ -82,7 +94,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       step: 0,
       loader: loader.state(),
       tokensSeen: 0,
-      epochLoss: { epoch: 0, sum: 0, targets: 0 },
+      epochLoss: { epoch: 0, sum: 0, targets: 0, correct: 0 },
       activationCacheUsed: null,
     };
     let initial: Record<string, Float32Array> | undefined;
@@ -95,8 +107,8 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
         );
       }
       loader.restore(ck.state.loader);
-      const at = ck.state.loader.epoch * batchesPerEpoch + ck.state.loader.index;
-      if (at !== Math.min(ck.state.step * hp.microBatches, totalMicro))
+      const at = plan.indexOf(loader.cursor);
+      if (at !== plan.microBefore(ck.state.step))
         throw new Error(
           `checkpoint step ${saved.step}: its data cursor (micro-batch ${at}) does not match its step`,
         );
@@ -107,7 +119,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
     initial ??= await initialWeights(opts.modelDir, shape, config, mixSeed(hp.seed, STREAM.init));
 
     // The models' bytes and the initial weights die with this call; collected before the first pass.
-    const { runner, layout } = await createRunner(shape, hp, initial, {
+    const { runner, layout } = await createRunner(shape, hp, plan.accumulates, initial, {
       session: { ...TRAINING_SESSION, ...opts.session },
       startStep: state.step,
     });
@@ -161,15 +173,45 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       const big =
         Object.values(taps).reduce((n, x) => n + (x.data as ArrayBufferView).byteLength, 0) >=
         COLLECT_AFTER_BYTES;
-      if (hp.microBatches === 1) return { ...(await runner.step(feeds, lr)), big };
-      return { ...(await runner.accumulate(feeds)), gradNorm: Number.NaN, big };
+      // Accumulated gradients are weighted by target tokens: the update is the gradient of the
+      // mean over every target of the step, however its micro-batches split them.
+      const out = plan.accumulates
+        ? { ...(await runner.accumulate(feeds, lb.batch.targets)), gradNorm: Number.NaN }
+        : await runner.step(feeds, lr);
+      return { ...out, correct: out.metrics[SIDE_METRICS.correct] ?? 0, big };
     };
+
+    // Evaluation: a sample of the validation set every few updates, on backbone outputs computed once.
+    const evaluation = opts.validation && opts.evaluation ? opts.evaluation : undefined;
+    let evaluator: SideEvaluator | undefined;
+    let sample: { batch: Batch; backbone: Record<string, Tensor> }[] | undefined;
+    const evaluateSample = async (): Promise<{ loss: number; tokenAccuracy: number }> => {
+      sample ??= await source.backboneFor(
+        evalSample(opts.validation!, evaluation!.sampleExamples ?? EVAL_SAMPLE_EXAMPLES, hp.seed),
+        hp.tokenBudget,
+      );
+      evaluator ??= await SideEvaluator.create(shape, await source.lmHead(), {
+        chunk: hp.lossChunk,
+        session: opts.session,
+      });
+      let sum = 0;
+      let correct = 0;
+      let targets = 0;
+      for (const { batch, backbone } of sample) {
+        const out = await evaluator.tokens(runner.paramTensors(), batch, backbone);
+        sum += out.loss * batch.targets;
+        correct += out.correct;
+        targets += batch.targets;
+      }
+      return { loss: sum / Math.max(1, targets), tokenAccuracy: correct / Math.max(1, targets) };
+    };
+    disposers.push(() => evaluator?.dispose());
 
     // One optimizer update per iteration.
     const started = performance.now();
     const startStep = state.step;
     const startTokens = state.tokensSeen;
-    let consumed = Math.min(state.step * hp.microBatches, totalMicro);
+    let consumed = plan.microBefore(state.step);
     while (state.step < totalSteps) {
       if (opts.signal?.aborted) {
         if (state.step > 0) await save();
@@ -177,30 +219,39 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       }
       const t = state.step + 1;
       const lr = learningRateAt(t, schedule);
-      const update = { lossSum: 0, targets: 0, epoch: 0, gradNorm: Number.NaN };
-      for (let micro = 0; micro < hp.microBatches && consumed < totalMicro; micro++, consumed++) {
+      const update = { lossSum: 0, correct: 0, targets: 0, epoch: 0, gradNorm: Number.NaN };
+      for (let micro = 0, n = plan.microsOf(t); micro < n; micro++, consumed++) {
         const lb = loader.next();
-        const { loss, gradNorm, big } = await runMicro(lb, t, micro, lr, totalMicro - consumed);
+        const { loss, gradNorm, correct, big } = await runMicro(lb, t, micro, lr, totalMicro - consumed);
         if (big) await collectGarbage();
-        if (hp.microBatches === 1) update.gradNorm = gradNorm;
         const { targets, tokens } = lb.batch;
+        update.gradNorm = gradNorm;
         update.lossSum += loss * targets;
+        update.correct += correct;
         update.targets += targets;
         update.epoch = lb.epoch;
         state.tokensSeen += tokens;
-        if (state.epochLoss.epoch !== lb.epoch) state.epochLoss = { epoch: lb.epoch, sum: 0, targets: 0 };
+        if (state.epochLoss.epoch !== lb.epoch)
+          state.epochLoss = { epoch: lb.epoch, sum: 0, targets: 0, correct: 0 };
         state.epochLoss.sum += loss * targets;
+        state.epochLoss.correct = (state.epochLoss.correct ?? 0) + correct;
         state.epochLoss.targets += targets;
       }
-      if (hp.microBatches > 1) ({ gradNorm: update.gradNorm } = await runner.apply(lr));
+      if (plan.accumulates) ({ gradNorm: update.gradNorm } = await runner.apply(lr));
       state.step = t;
 
+      const valid =
+        evaluation && (t % evaluation.everySteps === 0 || t === totalSteps)
+          ? await evaluateSample()
+          : undefined;
       const elapsed = (performance.now() - started) / 1000;
       await opts.onProgress?.({
         step: t,
         totalSteps,
         epoch: update.epoch + 1,
         loss: update.lossSum / Math.max(1, update.targets),
+        tokenAccuracy: update.correct / Math.max(1, update.targets),
+        ...(valid ? { valid } : {}),
         gradNorm: update.gradNorm,
         lr,
         tokens: state.tokensSeen,
@@ -218,7 +269,11 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
     const params = runner.params() as Record<string, Float32Array>;
     runnerOpen = false;
     await runner.dispose();
+    sample = undefined;
+    await evaluator?.dispose();
+    evaluator = undefined;
     let finalEvalLoss: number | null = null;
+    let finalEvalTokenAccuracy: number | null = null;
     let accuracy: TrainSummary['accuracy'] = null;
     const labels = opts.labels ? [...opts.labels] : classLabels(train);
     if (opts.validation) {
@@ -238,7 +293,9 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
         tokenBudget: hp.tokenBudget,
         padTokenId,
       };
-      finalEvalLoss = await evaluateLoss(opts.validation, ctx);
+      const full = await evaluateTokens(opts.validation, ctx);
+      finalEvalLoss = full.loss;
+      finalEvalTokenAccuracy = full.accuracy;
       if (labels && opts.validation.some((e) => e.classLabel !== undefined))
         accuracy = await evaluateClassification(opts.validation, labels, tokenizer, ctx);
     }
@@ -259,6 +316,9 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
         billableTokens: tokensPerEpoch * hp.epochs,
         finalTrainLoss: state.epochLoss.sum / Math.max(1, state.epochLoss.targets),
         finalEvalLoss,
+        finalTrainTokenAccuracy: (state.epochLoss.correct ?? 0) / Math.max(1, state.epochLoss.targets),
+        finalEvalTokenAccuracy,
+        batchSize: hp.batchSize ?? null,
         accuracy,
         resumedFromStep,
         activationCache: source.report,
@@ -301,31 +361,50 @@ async function initialWeights(
 async function createRunner(
   shape: SideNetShape,
   hp: TrainHyperparameters,
+  accumulates: boolean,
   initial: Record<string, Float32Array>,
   options: Parameters<typeof TrainRunner.create>[2],
 ): Promise<{ runner: TrainRunner; layout: TrainModels['layout'] }> {
-  const models = trainModels(shape, hp);
+  const models = trainModels(shape, hp, accumulates);
   return { runner: await TrainRunner.create(models, initial, options), layout: models.layout };
 }
 
 /** The training-step model(s): one step, or grad + apply for gradient accumulation. */
-function trainModels(shape: SideNetShape, hp: TrainHyperparameters): TrainModels {
-  const matrices = new Set(
-    sideNetParams(shape)
-      .filter((p) => p.shape.length >= 2)
-      .map((p) => p.name),
-  );
+function trainModels(shape: SideNetShape, hp: TrainHyperparameters, accumulates: boolean): TrainModels {
+  const params = sideNetParams(shape);
+  const matrices = new Set(params.filter((p) => p.shape.length >= 2).map((p) => p.name));
+  const gates = new Set(params.filter((p) => isGate(p.name)).map((p) => p.name));
   const spec = sideTrainSpec(shape, {
     chunk: hp.lossChunk,
-    // Decay weight matrices only: norms, gates and biases are vectors.
-    optim: { weightDecay: hp.weightDecay, maxGradNorm: hp.maxGradNorm, decay: (name) => matrices.has(name) },
+    optim: {
+      weightDecay: hp.weightDecay,
+      maxGradNorm: hp.maxGradNorm,
+      // Decay weight matrices only: norms, gates and biases are vectors.
+      decay: (name) => matrices.has(name),
+      lrScale: (name) => (gates.has(name) ? hp.gateLrScale : 1),
+    },
   });
-  if (hp.microBatches === 1) {
+  if (!accumulates) {
     const { graph, layout } = buildTrainStep(spec);
     return { layout, step: toModelBytes(graph) };
   }
   const { grad, apply, layout } = buildGradAccumulation(spec);
   return { layout, grad: toModelBytes(grad), apply: toModelBytes(apply) };
+}
+
+/** The ladder gates z_j (params.ts: `layers.{j}.gate`). */
+function isGate(name: string): boolean {
+  return /^layers\.\d+\.gate$/.test(name);
+}
+
+/** Validation examples to evaluate every few updates: a seeded sample of at most `most`. */
+function evalSample(examples: readonly TrainingExample[], most: number, seed: number): TrainingExample[] {
+  if (examples.length <= most) return [...examples];
+  const order = permutation(examples.length, mixSeed(seed, STREAM.evalSample));
+  return order
+    .slice(0, most)
+    .sort((a, b) => a - b)
+    .map((i) => examples[i]!);
 }
 
 /** A batch's tensors besides the backbone's activations (the typed arrays go in uncopied). */

@@ -1,0 +1,198 @@
+// Defaults only: small recall, classification (held-out lines) and chat files trained with every hyperparameter 'auto', as the worker trains them; resolved hyperparameters, steps, wall seconds, accuracy.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Hyperparameters } from '@ladder/schemas';
+import { loadTokenizer } from '../gpu-worker/src/backbone/index.ts';
+import { jobTraining } from '../gpu-worker/src/jobs/training.ts';
+import { f32 } from '../gpu-worker/src/runtime/index.ts';
+import { collate, prepareDataset, type TrainingExample } from '../gpu-worker/src/side-net/data/index.ts';
+import {
+  BackbonePass,
+  loadLmHead,
+  SideEvaluator,
+  sideNetParams,
+  type TrainResult,
+  trainSideNet,
+} from '../gpu-worker/src/side-net/index.ts';
+import { writeTinyCheckpoint } from '../test/helpers/tiny-checkpoint.ts';
+
+/**
+ * The backbone: the default one of `npm start` (random, d=128, 4 layers), or BENCH_D / BENCH_LAYERS.
+ * BENCH_HP (JSON) overrides hyperparameters of every dataset (to measure other rules);
+ * BENCH_GATE_LR_SCALE the gates' rate multiple; BENCH_ONLY a comma list of dataset names.
+ */
+const D = Number(process.env.BENCH_D ?? 128);
+const LAYERS = Number(process.env.BENCH_LAYERS ?? 4);
+const OVERRIDE = JSON.parse(process.env.BENCH_HP ?? '{}') as Record<string, unknown>;
+const GATE = process.env.BENCH_GATE_LR_SCALE ? Number(process.env.BENCH_GATE_LR_SCALE) : undefined;
+const ONLY = process.env.BENCH_ONLY?.split(',');
+const THREADS = Number(process.env.BENCH_THREADS ?? 1);
+const MAX_LENGTH = 1024; // the worker's cap (jobs/runner.ts)
+
+const jsonl = (rows: object[]) => rows.map((r) => JSON.stringify(r)).join('\n');
+const COLORS = ['red', 'blue', 'green', 'gold', 'gray', 'pink', 'teal', 'plum'];
+
+interface Dataset {
+  name: string;
+  train: string;
+  /** Held-out lines (classification): scored by the trainer's argmin-loss accuracy. */
+  validation?: string;
+  /** 'exact': every distinct training prompt's completion is the side net's argmax at each token. */
+  score: 'exact' | 'labels';
+}
+
+/** `keys` distinct keys, each repeated: "<word><i> =" -> " <color>". */
+function recall(name: string, keys: number, repeats: number, word: string): Dataset {
+  const rows = [];
+  for (let r = 0; r < repeats; r++)
+    for (let i = 0; i < keys; i++)
+      rows.push({ prompt: `${word}${i} =`, completion: ` ${COLORS[(i * 5 + 3) % COLORS.length]}` });
+  return { name, train: jsonl(rows), score: 'exact' };
+}
+
+/** Texts with one marker word among fillers; the marker's group is the label; held-out texts differ. */
+function classification(name: string, lines: number): Dataset {
+  const groups = { warm: ['the', 'and', 'of'], cool: ['is', 'World', 'system'] };
+  const fillers = ['box', 'cat', 'sky', 'map', 'pen', 'cup', 'hat', 'owl', 'dog', 'sun', 'car', 'bed'];
+  const all: { text: string; label: string }[] = [];
+  let i = 0;
+  while (all.length < Math.round(lines * 1.5)) {
+    const label = i % 2 ? 'warm' : 'cool';
+    const m = groups[label][(i >> 1) % 3]!;
+    const a = fillers[(i * 7) % fillers.length]!;
+    const b = fillers[(i * 11 + 3) % fillers.length]!;
+    const at = i % 3;
+    const words = [a, b];
+    words.splice(at, 0, m);
+    all.push({ text: words.join(' '), label });
+    i++;
+  }
+  const train = all.filter((_, k) => k % 3 !== 1).slice(0, lines);
+  const held = all.filter((_, k) => k % 3 === 1);
+  return { name, train: jsonl(train), validation: jsonl(held), score: 'labels' };
+}
+
+/** Chat messages: a system line, a question about one of `keys` items, the answer. */
+function chat(name: string, keys: number, lines: number): Dataset {
+  const rows = [];
+  for (let k = 0; k < lines; k++) {
+    const i = k % keys;
+    rows.push({
+      messages: [
+        { role: 'system', content: 'Answer with one word.' },
+        { role: 'user', content: `color of item ${i}?` },
+        { role: 'assistant', content: COLORS[(i * 3 + 1) % COLORS.length]! },
+      ],
+    });
+  }
+  return { name, train: jsonl(rows), score: 'exact' };
+}
+
+const DATASETS: Dataset[] = [
+  recall('recall-20', 20, 1, 'k'),
+  recall('recall-128', 16, 8, 'key'),
+  classification('classify-100', 100),
+  chat('chat-1000', 40, 1000),
+].filter((d) => !ONLY || ONLY.includes(d.name));
+
+const root = mkdtempSync(join(tmpdir(), 'ladder-bench-defaults-'));
+try {
+  const ckpt = await writeTinyCheckpoint(join(root, 'backbone'), {
+    architecture: 'llama',
+    hidden: D,
+    layers: LAYERS,
+    heads: 4,
+    kvHeads: 2,
+    intermediate: Math.round((D * 11) / 4 / 8) * 8,
+    seed: 7,
+  });
+  const tok = await loadTokenizer(ckpt.dir);
+  const buildCacheDir = join(root, 'builds');
+  const session = { intraOpThreads: THREADS };
+  const results = [];
+  for (const ds of DATASETS) {
+    const data = prepareDataset(ds.train, tok, { maxLength: MAX_LENGTH });
+    const validation = ds.validation
+      ? prepareDataset(ds.validation, tok, {
+          maxLength: MAX_LENGTH,
+          format: data.format,
+          ...(data.labels ? { labels: data.labels } : {}),
+        }).examples
+      : undefined;
+    const hp = Hyperparameters.parse(OVERRIDE);
+    const plan = jobTraining(hp, data.examples.length, 0);
+    const t0 = performance.now();
+    const result = await trainSideNet({
+      modelDir: ckpt.dir,
+      buildCacheDir,
+      sideNet: { preset: 'lst', overrides: { reduction_factor: hp.reduction_factor, init: hp.init } },
+      train: data.examples,
+      ...(validation ? { validation, evaluation: { everySteps: plan.evalEverySteps } } : {}),
+      ...(data.labels ? { labels: data.labels } : {}),
+      hyperparameters: { ...plan.hyperparameters, ...(GATE ? { gateLrScale: GATE } : {}) },
+      session,
+      taps: { kind: 'phased', dir: join(root, 'taps') },
+    });
+    const wall = (performance.now() - t0) / 1000;
+    const accuracy =
+      ds.score === 'labels'
+        ? (result.summary.accuracy?.accuracy ?? 0)
+        : await exactAnswers(result, distinctPrompts(data.examples));
+    const row = {
+      dataset: ds.name,
+      lines: data.examples.length,
+      hyperparameters: plan.resolved,
+      steps: result.summary.steps,
+      wall_s: Math.round(wall * 10) / 10,
+      accuracy: Math.round(accuracy * 1000) / 1000,
+      final_train_loss: Math.round(result.summary.finalTrainLoss * 1000) / 1000,
+    };
+    console.error(JSON.stringify(row));
+    results.push(row);
+  }
+
+  /** Each example right when every target is the argmax given the ones before: greedy emits it exactly. */
+  async function exactAnswers(result: TrainResult, examples: TrainingExample[]): Promise<number> {
+    const cfg = ckpt.config;
+    const evaluator = await SideEvaluator.create(
+      result.shape,
+      f32(await loadLmHead(ckpt.dir, cfg), [cfg.vocabSize, cfg.hiddenSize]),
+      { session },
+    );
+    const pass = await BackbonePass.open(ckpt.dir, buildCacheDir, result.shape, {}, session);
+    const shapes = new Map(sideNetParams(result.shape).map((p) => [p.name, p.shape]));
+    const params = Object.fromEntries(
+      Object.entries(result.params).map(([n, w]) => [n, f32(w, shapes.get(n)!)]),
+    );
+    let right = 0;
+    for (const [i] of examples.entries()) {
+      const batch = collate(examples, [i], tok.padTokenId ?? 0);
+      const out = await evaluator.tokens(params, batch, await pass.run(batch));
+      if (out.correct === batch.targets) right++;
+    }
+    await Promise.all([evaluator.dispose(), pass.dispose()]);
+    return right / examples.length;
+  }
+
+  console.log(
+    JSON.stringify({
+      backbone: { d: D, layers: LAYERS, random: true },
+      override: OVERRIDE,
+      gate_lr_scale: GATE ?? 'default',
+      datasets: results,
+      defaults_min_accuracy: Math.min(...results.map((r) => r.accuracy)),
+      defaults_max_wall_s: Math.max(...results.map((r) => r.wall_s)),
+    }),
+  );
+} finally {
+  rmSync(root, { recursive: true, force: true });
+}
+
+/** One example per distinct input (repeated lines are one question). */
+function distinctPrompts(examples: readonly TrainingExample[]): TrainingExample[] {
+  const seen = new Map<string, TrainingExample>();
+  for (const e of examples) seen.set(e.inputIds.join(','), e);
+  return [...seen.values()];
+}
