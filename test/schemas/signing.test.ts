@@ -48,7 +48,11 @@ describe('internal protocol schemas', () => {
       method: { type: 'xladder' },
       callback_url: 'http://127.0.0.1:8787/internal/v1/jobs/job1/events',
     });
-    expect(j.method.hyperparameters).toMatchObject({ n_epochs: 3, reduction_factor: 8 });
+    expect(j.method.hyperparameters).toMatchObject({
+      n_epochs: 'auto',
+      batch_size: 'auto',
+      reduction_factor: 8,
+    });
     expect(j.attempt).toBe(1);
   });
 });

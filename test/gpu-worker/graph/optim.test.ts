@@ -238,7 +238,7 @@ describe('train-step model layout', () => {
     for (const o of graph.outputs.slice(0, 3))
       expect(graph.inputs.map((v) => layout.next[v.name])).toContain(o.name);
     const { grad, apply } = buildGradAccumulation(spec);
-    expect(grad.inputs.map((v) => v.name)).toEqual(['w', 'acc_w', 'x']);
+    expect(grad.inputs.map((v) => v.name)).toEqual(['w', 'acc_w', 'loss_weight', 'x']);
     expect(grad.outputs.map((v) => v.name)).toEqual(['acc_w.next', 'loss']);
     expect(apply.inputs.map((v) => v.name)).toEqual([
       'w',
