@@ -285,21 +285,41 @@ describe('Ladder end to end, through the public API only', () => {
     });
     expect(reply.object).toBe('chat.completion');
     expect(reply.usage?.total_tokens).toBeGreaterThan(0);
-    const stream = await client.chat.completions.create({
+    // A chat stream counts its prompt (the adapter learned completions, so it may stop at once)...
+    const chatStream = await client.chat.completions.create({
       model,
       messages: [{ role: 'user', content: 'hello' }],
       max_tokens: 4,
       stream: true,
       stream_options: { include_usage: true },
     });
+    let chatUsage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of chatStream) chatUsage = chunk.usage ?? chatUsage;
+    expect(chatUsage?.prompt_tokens).toBeGreaterThan(0);
+    // ...and a streamed completion of a trained key streams its answer, with usage.
+    const key = keys[0]!;
+    const stream = await client.completions.create({
+      model,
+      prompt: key.prompt,
+      max_tokens: 4,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     let streamed = '';
     let usage: OpenAI.CompletionUsage | null | undefined;
     for await (const chunk of stream) {
-      streamed += chunk.choices[0]?.delta.content ?? '';
+      streamed += chunk.choices[0]?.text ?? '';
       usage = chunk.usage ?? usage;
     }
     expect(usage?.completion_tokens).toBeGreaterThan(0);
-    expect(typeof streamed).toBe('string');
+    const greedy = await client.completions.create({
+      model,
+      prompt: key.prompt,
+      max_tokens: 4,
+      temperature: 0,
+    });
+    expect(streamed).toBe(greedy.choices[0]?.text);
 
     // A prompt over the context is the client's error: a 400 the client does not retry.
     const long = client.completions.create({ model, prompt: 'key1 = '.repeat(5000), max_tokens: 4 });
