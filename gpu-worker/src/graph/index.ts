@@ -16,7 +16,7 @@ export {
 } from './builder.ts';
 export { type Dim, type Shape, shapeStr } from './dims.ts';
 export { inPlaceProblems } from './in-place.ts';
-export { inlineGraph } from './inline.ts';
+export { initializerCopier, inlineGraph, inlineNodes } from './inline.ts';
 export * from './models/index.ts';
 export * from './nn/index.ts';
 export * from './ops/index.ts';

@@ -1,4 +1,4 @@
-import { type Attrs, Graph, GraphError, type Initializer, type Value } from './builder.ts';
+import { type Attrs, Graph, GraphError, type Initializer, type Node, type Value } from './builder.ts';
 
 /**
  * Re-emit every node of `src` into `g` under g's current path, its inputs bound by `bind`, its
@@ -9,28 +9,37 @@ import { type Attrs, Graph, GraphError, type Initializer, type Value } from './b
  */
 export function inlineGraph(g: Graph, src: Graph, bind: (input: Value) => Value): (v: Value) => Value {
   const bound = new Map(src.inputs.map((v) => [v, bind(v)]));
-  return copyNodes(g, src, (v) => {
-    const found = bound.get(v);
+  const initializer = initializerCopier(g, src);
+  return inlineNodes(g, src, src.nodes, (v) => {
+    const found = initializer(v) ?? bound.get(v);
     if (!found) throw new GraphError(`inline: ${v} of graph '${src.options.name}' has no producer`);
     return found;
   });
 }
 
-/** Copy src's nodes into dst; `free` maps what src does not produce (inputs, enclosing values). */
-function copyNodes(dst: Graph, src: Graph, free: (v: Value) => Value): (v: Value) => Value {
+/**
+ * Re-emit `nodes` (some of src's, in src's order) into g. Whatever they read but do not make comes
+ * from `free`: src's inputs, its initializers (initializerCopier), values of the nodes left out.
+ * For a piece of a graph emitted more than once: activation checkpointing re-emits a block in the
+ * backward (the QLoRA baseline's per-block recompute). Returns the map from src values to g's.
+ */
+export function inlineNodes(
+  dst: Graph,
+  src: Graph,
+  nodes: readonly Node[],
+  free: (v: Value) => Value,
+): (v: Value) => Value {
   const map = new Map<Value, Value>();
-  const inits = new Map(src.initializers.map((i) => [i.value, i]));
   const outputs = new Set(src.outputs);
   const get = (v: Value): Value => {
     const found = map.get(v);
     if (found) return found;
-    const init = inits.get(v);
-    const made = init ? copyInitializer(dst, init) : free(v);
+    const made = free(v);
     map.set(v, made);
     return made;
   };
   const base = dst.path === '/' ? '' : dst.path;
-  for (const node of src.nodes) {
+  for (const node of nodes) {
     const out = node.outputs[0]!;
     if (outputs.has(out)) {
       map.set(out, get(node.inputs[0]!)); // a graph output's Identity
@@ -59,9 +68,31 @@ function copyNodes(dst: Graph, src: Graph, free: (v: Value) => Value): (v: Value
 function copyBody(body: Graph, parent: Graph, outer: (v: Value) => Value): Graph {
   const b = new Graph(body.options);
   const inputs = new Map(body.inputs.map((v) => [v, b.input(v.name, v.dtype, v.shape)]));
-  const get = copyNodes(b, body, (v) => inputs.get(v) ?? b.outer(outer(parent.get(v.name))));
+  const initializer = initializerCopier(b, body);
+  const get = inlineNodes(
+    b,
+    body,
+    body.nodes,
+    (v) => initializer(v) ?? inputs.get(v) ?? b.outer(outer(parent.get(v.name))),
+  );
   for (const out of body.outputs) b.output(get(out), out.name);
   return b;
+}
+
+/** src's initializers as dst's, each copied on first use and shared after; undefined for any other value. */
+export function initializerCopier(dst: Graph, src: Graph): (v: Value) => Value | undefined {
+  const inits = new Map(src.initializers.map((i) => [i.value, i]));
+  const copied = new Map<Value, Value>();
+  return (v) => {
+    const init = inits.get(v);
+    if (!init) return undefined;
+    let made = copied.get(v);
+    if (!made) {
+      made = copyInitializer(dst, init);
+      copied.set(v, made);
+    }
+    return made;
+  };
 }
 
 function copyInitializer(dst: Graph, init: Initializer): Value {

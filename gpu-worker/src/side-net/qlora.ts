@@ -17,11 +17,15 @@ import {
   DEFAULT_SCORE_BLOCK,
   type Graph,
   GraphError,
+  initializerCopier,
   inlineGraph,
+  inlineNodes,
   type LossFn,
   matmul,
+  type Node,
   type OpDef,
   type ParamSpec,
+  recompute,
   type Shape,
   scale,
   shapeOf,
@@ -68,6 +72,12 @@ export interface QloraOptions {
   targets: readonly LoraTarget[];
   /** Seed of the A matrices. */
   seed: number;
+  /**
+   * Per-block gradient checkpointing, as a QLoRA user turns it on (transformers'
+   * gradient_checkpointing_enable): the step keeps each block's input b_i, not the block's
+   * activations, and runs the block again in the backward (inlineCheckpointed).
+   */
+  gradientCheckpointing: boolean;
   optim: Partial<AdamWOptions>;
 }
 
@@ -78,6 +88,7 @@ export const QLORA_DEFAULTS: QloraOptions = {
   lossChunk: undefined,
   targets: LORA_TARGETS,
   seed: 0,
+  gradientCheckpointing: false,
   optim: {},
 };
 
@@ -132,7 +143,9 @@ export async function qloraSpec(
     {
       linear: o.kernel,
       fused: false,
-      taps: [],
+      // Checkpointing finds the blocks' boundaries b_0..b_L by the taps (outputs only: the graph
+      // computes the same either way).
+      taps: o.gradientCheckpointing ? 'all' : [],
       logits: 'none',
       embeddings: 'fp32',
       scoreBlock: DEFAULT_SCORE_BLOCK, // the side nets' training pass attends the same way
@@ -161,7 +174,11 @@ export async function qloraSpec(
       if (!v) throw new GraphError(`qlora: nothing feeds the backbone input ${input}`);
       return shapeEq(v.shape, input.shape) ? v : relabel(v, input.shape);
     };
-    const inlined = g.scope('backbone', () => inlineGraph(g, backbone, bind));
+    const inlined = g.scope('backbone', () =>
+      o.gradientCheckpointing
+        ? inlineCheckpointed(g, backbone, cfg.layers, bind)
+        : inlineGraph(g, backbone, bind),
+    );
     const hidden = inlined(backbone.get(IO.finalHidden)); // (B, T, d)
     const head = untiedHead
       ? g.initializer('lm_head', 'float32', [cfg.vocabSize, cfg.hiddenSize], untiedHead)
@@ -213,6 +230,111 @@ function checkOptions(o: QloraOptions): void {
 
 // ---------------------------------------------------------------------------------------------
 // Inlining the backbone graph into a training step
+
+/**
+ * The backbone inlined with every block under `recompute` (per-block gradient checkpointing):
+ *
+ *   b_0 ─[block 0]─ b_1 ─[block 1]─ ... ─[block L-1]─ b_L ─ Norm ─ final_hidden
+ *         recompute    recompute             recompute
+ *
+ * The step keeps b_0..b_{L-1} (B x T x d each) and the prefix's values (rotary tables, attention
+ * bias); each block's own activations live only while its backward runs. Block i is every node
+ * that depends on b_i but not on b_{i+1} (b_i = the backbone's tap i, so the graph must output
+ * every tap); nodes that depend on no tap (embedding lookup, bias, tables) come first, those on
+ * b_L (the final norm) last. Only b_{i+1} may leave block i: a block whose other values are read
+ * later could not be recomputed alone, and is reported.
+ */
+function inlineCheckpointed(
+  g: Graph,
+  backbone: Graph,
+  layers: number,
+  bind: (input: Value) => Value,
+): (v: Value) => Value {
+  const producer = new Map(backbone.nodes.flatMap((n) => n.outputs.map((o) => [o, n] as const)));
+  const boundary: Value[] = []; // b_0..b_L
+  for (let i = 0; i <= layers; i++) {
+    const tap = producer.get(backbone.get(IO.tap(i)));
+    if (!tap) throw new GraphError(`qlora checkpointing: the backbone graph has no tap ${i}`);
+    boundary.push(tap.inputs[0]!);
+  }
+  const boundaryIndex = new Map(boundary.map((b, i) => [b, i]));
+
+  // level: the last boundary a value depends on (-1: none); a node's is the max of what it reads.
+  const level = new Map<Value, number>();
+  const pieces: Node[][] = Array.from({ length: layers + 2 }, () => []); // [prefix, block 0.., suffix]
+  const levelOf = new Map<Node, number>();
+  for (const node of backbone.nodes) {
+    const at = Math.max(-1, ...nodeReads(backbone, node).map((v) => level.get(v) ?? -1));
+    levelOf.set(node, at);
+    pieces[at + 1]!.push(node);
+    for (const o of node.outputs) level.set(o, boundaryIndex.get(o) ?? at);
+  }
+  for (const node of backbone.nodes) {
+    const at = levelOf.get(node)!;
+    for (const v of nodeReads(backbone, node)) {
+      const from = producer.get(v);
+      const block = from ? levelOf.get(from)! : -1;
+      if (block >= 0 && block < layers && block !== at && v !== boundary[block + 1])
+        throw new GraphError(
+          `qlora checkpointing: ${v} of block ${block} is read outside it (by ${node.name})`,
+        );
+    }
+  }
+
+  const initializer = initializerCopier(g, backbone);
+  const bound = new Map(backbone.inputs.map((v) => [v, bind(v)]));
+  const made = new Map<Value, Value>(); // backbone values that pieces share, as g's
+  const shared = (v: Value): Value => {
+    const found = made.get(v) ?? initializer(v) ?? bound.get(v);
+    if (!found) throw new GraphError(`qlora checkpointing: nothing gives ${v} to the block reading it`);
+    return found;
+  };
+  const plain = (nodes: readonly Node[]): ((v: Value) => Value) => {
+    const get = inlineNodes(g, backbone, nodes, shared);
+    for (const n of nodes) for (const o of n.outputs) made.set(o, get(o));
+    return get;
+  };
+  plain(pieces[0]!);
+  for (let i = 0; i < layers; i++) {
+    const [input, output] = [boundary[i]!, boundary[i + 1]!];
+    const block = pieces[i + 1]!;
+    made.set(
+      output,
+      recompute(made.get(input)!, (x) =>
+        inlineNodes(g, backbone, block, (v) => (v === input ? x : shared(v)))(output),
+      ),
+    ); // (B, T, d) = b_{i+1}
+  }
+  return plain(pieces[layers + 1]!);
+}
+
+/** What a node reads: its inputs, and the enclosing values its bodies (Scan) refer to by name. */
+function nodeReads(graph: Graph, node: Node): Value[] {
+  const reads = [...node.inputs];
+  for (const a of Object.values(node.attrs)) {
+    if (typeof a === 'object' && a !== null && 'subgraph' in a)
+      for (const name of enclosingNames(a.subgraph)) reads.push(graph.get(name));
+  }
+  return reads;
+}
+
+/** Names a body reads that it neither makes nor takes as input nor holds as initializers. */
+function enclosingNames(body: Graph): Set<string> {
+  const own = new Set([
+    ...body.inputs.map((v) => v.name),
+    ...body.initializers.map((i) => i.value.name),
+    ...body.nodes.flatMap((n) => n.outputs.map((o) => o.name)),
+  ]);
+  const names = new Set<string>();
+  for (const node of body.nodes) {
+    for (const v of node.inputs) if (!own.has(v.name)) names.add(v.name);
+    for (const a of Object.values(node.attrs)) {
+      if (typeof a === 'object' && a !== null && 'subgraph' in a)
+        for (const n of enclosingNames(a.subgraph)) if (!own.has(n)) names.add(n);
+    }
+  }
+  return names;
+}
 
 /** The same tensor under other (equal at run time) symbolic dims: (batch, seq) as (batch, past+seq). */
 const RELABEL: OpDef = {

@@ -269,6 +269,100 @@ describe('QLoRA: LoRA on every linear layer of the 4-bit backbone', () => {
     },
   );
 
+  it.each(Object.entries(VARIANTS))(
+    "%s: gradient checkpointing (every block recomputed) gives the plain step's loss and gradients, and its directional derivative matches central differences",
+    async (_, cfg) => {
+      const opts = { rank: 2, alpha: 4, kernel: EXACT_4BIT };
+      const plain = await lossModel(cfg, 11, 'all', opts);
+      const ckpt = await lossModel(cfg, 11, 'all', { ...opts, gradientCheckpointing: true });
+      const { spec, wrt: names } = ckpt;
+      const rng = new Rng(12);
+      const sample = (scale: number) =>
+        Object.fromEntries(
+          spec.params.map((p) => [
+            p.name,
+            Float32Array.from({ length: p.shape[0]! * p.shape[1]! }, () => (rng.next() * 2 - 1) * scale),
+          ]),
+        );
+      const values = sample(0.3);
+      const direction = sample(1);
+      const { feeds } = batchOf(6, 13);
+      const at = (session: typeof ckpt.session, h: number, only?: string[]) =>
+        session.run(
+          {
+            ...feeds,
+            ...Object.fromEntries(
+              spec.params.map((p) => [
+                p.name,
+                f32(
+                  values[p.name]!.map((v, i) => v + h * direction[p.name]![i]!),
+                  p.shape,
+                ),
+              ]),
+            ),
+          },
+          only,
+        );
+      const [a, b] = [await at(plain.session, 0), await at(ckpt.session, 0)];
+      const lossA = Number(a.loss!.data[0]);
+      const lossB = Number(b.loss!.data[0]);
+      let scale = 0;
+      let diff = 0;
+      let analytic = 0;
+      for (const n of names) {
+        const ga = a[`grad.${n}`]!.data as Float32Array;
+        const gb = b[`grad.${n}`]!.data as Float32Array;
+        for (let i = 0; i < ga.length; i++) {
+          scale = Math.max(scale, Math.abs(ga[i]!));
+          diff = Math.max(diff, Math.abs(ga[i]! - gb[i]!));
+          analytic += gb[i]! * direction[n]![i]!;
+        }
+      }
+      const h = 1e-3;
+      const lossAt = async (x: number) => Number((await at(ckpt.session, x, ['loss'])).loss!.data[0]);
+      const numeric = ((await lossAt(h)) - (await lossAt(-h))) / (2 * h);
+      await plain.session.dispose();
+      await ckpt.session.dispose();
+      const err = Math.abs(analytic - numeric) / Math.abs(numeric);
+      console.log(
+        `QLoRA checkpointed: loss ${lossB} vs ${lossA}; max|grad diff| / max|grad| ${(diff / scale).toExponential(2)}; ` +
+          `directional derivative ${analytic.toFixed(5)} vs numeric ${numeric.toFixed(5)} (rel err ${err.toExponential(2)})`,
+      );
+      expect(Math.abs(lossB - lossA) / lossA).toBeLessThan(1e-6);
+      expect(scale).toBeGreaterThan(1e-3);
+      expect(diff / scale).toBeLessThan(1e-4); // the same math, in another order
+      expect(Math.abs(numeric)).toBeGreaterThan(0.1);
+      expect(err).toBeLessThan(1e-2);
+    },
+  );
+
+  it('gradient checkpointing puts every block under recompute: one re-run per block in the backward', async () => {
+    const cfg = LLAMA;
+    const build = (gradientCheckpointing: boolean) =>
+      buildQloraTrainStep(cfg, memorySource(randomWeights(cfg, 14)), { rank: 4, gradientCheckpointing });
+    const [plain, ckpt] = [await build(false), await build(true)];
+    const count = (graph: typeof plain.graph, name: string) =>
+      graph.nodes.filter((n) => new RegExp(`/${name}(_\\d+)?$`).test(n.name)).length;
+    expect(count(plain.graph, 'Recompute')).toBe(0);
+    expect(count(ckpt.graph, 'Recompute')).toBe(cfg.layers);
+    expect(count(ckpt.graph, 'AfterGrad')).toBe(cfg.layers); // each block re-run from its input, once
+    // the same parameters, and the same step-0 loss through TrainRunner
+    expect(ckpt.layout.params).toEqual(plain.layout.params);
+    const { feeds } = batchOf(9, 15);
+    const losses: number[] = [];
+    for (const { graph, layout, init } of [plain, ckpt]) {
+      const runner = await TrainRunner.create({ layout, step: toModelBytes(graph) }, init);
+      losses.push((await runner.step(feeds, 1e-3)).loss);
+      losses.push((await runner.step(feeds, 1e-3)).loss); // after one update: B != 0
+      await runner.dispose();
+    }
+    console.log(
+      `QLoRA losses (plain, plain after 1 update, checkpointed, checkpointed after 1): ${losses.join(' ')}`,
+    );
+    expect(Math.abs(losses[2]! - losses[0]!) / losses[0]!).toBeLessThan(1e-6);
+    expect(Math.abs(losses[3]! - losses[1]!) / losses[1]!).toBeLessThan(1e-5);
+  });
+
   it('a few TrainRunner steps fit a tiny repeated sequence', async () => {
     const cfg = LLAMA;
     const { graph, layout, init } = await buildQloraTrainStep(cfg, memorySource(randomWeights(cfg, 10)), {
