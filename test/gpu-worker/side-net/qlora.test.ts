@@ -8,6 +8,7 @@ import {
   LORA_TARGETS,
   loraName,
   QLORA_IO,
+  type QloraSpec,
   qloraSpec,
 } from '../../../gpu-worker/src/side-net/qlora.ts';
 import { Rng } from '../../../gpu-worker/src/util/rng.ts';
@@ -189,32 +190,11 @@ describe('QLoRA: LoRA on every linear layer of the 4-bit backbone', () => {
         kernel: EXACT_4BIT,
       });
       const rng = new Rng(6);
-      const sample = (scale: number) =>
-        Object.fromEntries(
-          spec.params.map((p) => [
-            p.name,
-            Float32Array.from({ length: p.shape[0]! * p.shape[1]! }, () => (rng.next() * 2 - 1) * scale),
-          ]),
-        );
-      const values = sample(0.3);
-      const direction = sample(1);
+      const values = randomLora(spec, rng, 0.3);
+      const direction = randomLora(spec, rng, 1);
       const { feeds } = batchOf(6, 7);
       const at = async (h: number, names?: string[]) =>
-        session.run(
-          {
-            ...feeds,
-            ...Object.fromEntries(
-              spec.params.map((p) => [
-                p.name,
-                f32(
-                  values[p.name]!.map((v, i) => v + h * direction[p.name]![i]!),
-                  p.shape,
-                ),
-              ]),
-            ),
-          },
-          names,
-        );
+        session.run({ ...feeds, ...loraAlong(spec, values, direction, h) }, names);
       const out = await at(0);
       let analytic = 0;
       for (const n of names) {
@@ -277,32 +257,11 @@ describe('QLoRA: LoRA on every linear layer of the 4-bit backbone', () => {
       const ckpt = await lossModel(cfg, 11, 'all', { ...opts, gradientCheckpointing: true });
       const { spec, wrt: names } = ckpt;
       const rng = new Rng(12);
-      const sample = (scale: number) =>
-        Object.fromEntries(
-          spec.params.map((p) => [
-            p.name,
-            Float32Array.from({ length: p.shape[0]! * p.shape[1]! }, () => (rng.next() * 2 - 1) * scale),
-          ]),
-        );
-      const values = sample(0.3);
-      const direction = sample(1);
+      const values = randomLora(spec, rng, 0.3);
+      const direction = randomLora(spec, rng, 1);
       const { feeds } = batchOf(6, 13);
       const at = (session: typeof ckpt.session, h: number, only?: string[]) =>
-        session.run(
-          {
-            ...feeds,
-            ...Object.fromEntries(
-              spec.params.map((p) => [
-                p.name,
-                f32(
-                  values[p.name]!.map((v, i) => v + h * direction[p.name]![i]!),
-                  p.shape,
-                ),
-              ]),
-            ),
-          },
-          only,
-        );
+        session.run({ ...feeds, ...loraAlong(spec, values, direction, h) }, only);
       const [a, b] = [await at(plain.session, 0), await at(ckpt.session, 0)];
       const lossA = Number(a.loss!.data[0]);
       const lossB = Number(b.loss!.data[0]);
@@ -397,6 +356,34 @@ describe('QLoRA: LoRA on every linear layer of the 4-bit backbone', () => {
     }
   });
 });
+
+/** Every LoRA weight of the spec drawn from U(-scale, scale). */
+function randomLora(spec: Pick<QloraSpec, 'params'>, rng: Rng, scale: number) {
+  return Object.fromEntries(
+    spec.params.map((p) => [
+      p.name,
+      Float32Array.from({ length: p.shape[0]! * p.shape[1]! }, () => (rng.next() * 2 - 1) * scale),
+    ]),
+  );
+}
+
+/** Feeds with every LoRA weight at values + h * direction. */
+function loraAlong(
+  spec: Pick<QloraSpec, 'params'>,
+  values: Record<string, Float32Array>,
+  direction: Record<string, Float32Array>,
+  h: number,
+): Record<string, Tensor> {
+  return Object.fromEntries(
+    spec.params.map((p) => [
+      p.name,
+      f32(
+        values[p.name]!.map((v, i) => v + h * direction[p.name]![i]!),
+        p.shape,
+      ),
+    ]),
+  );
+}
 
 /** Mean -log softmax(logits)[label] over labels != -100, in float64. */
 function crossEntropy64(logits: Float32Array, labels: number[], vocab: number): number {
