@@ -1,4 +1,8 @@
 // Peak memory and step time of LST, xLadder and QLoRA on one generated 4-bit backbone (d=1024, 16 layers, V=32000) at T = 256/1024/2048, batch 1 and 4, each in its own process.
+// Four-way at each T: QLoRA without and with per-block gradient checkpointing, LST as the seed runs
+// it (no savers) and LST with every saver (the trainer's defaults), so each ratio compares like
+// with like. Batch 4 runs at BENCH_B4_T only (default 2048) and without xLadder: the ratios that
+// matter are there, and the bench stays under 15 minutes on a 2-core machine.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +18,22 @@ const LAYERS = Number(process.env.BENCH_LAYERS ?? 16);
 const SEQS = (process.env.BENCH_T ?? '256,1024,2048').split(',').map(Number);
 const BATCHES = (process.env.BENCH_B ?? '1,4').split(',').map(Number);
 const STEPS = Number(process.env.BENCH_STEPS ?? 1);
-const METHODS = ['lst', 'xladder', 'qlora'] as const;
+const B4_SEQS = (process.env.BENCH_B4_T ?? '2048').split(',').map(Number);
+const METHODS = ['qlora', 'qlora-ckpt', 'lst-seed', 'lst', 'xladder'] as const;
+/** What each method had on (memory.child.ts runs them). */
+const SAVERS: Record<(typeof METHODS)[number], string> = {
+  qlora: 'none',
+  'qlora-ckpt': 'per-block gradient checkpointing (each block recomputed in the backward)',
+  'lst-seed': 'none: no block recompute, float32 taps, backbone pass and side step interleaved (both loaded)',
+  lst:
+    process.env.BENCH_SCHEDULE === 'interleaved'
+      ? 'block recompute, float16 taps (interleaved: taps not parked)'
+      : 'block recompute, float16 taps, taps parked on disk between phases (backbone closed while side steps run)',
+  xladder: 'as lst',
+};
+const methodsAt = (T: number, B: number): readonly (typeof METHODS)[number][] =>
+  B === 1 ? METHODS : B4_SEQS.includes(T) ? METHODS.filter((m) => m !== 'xladder') : [];
+const key = (m: string) => m.replace('-', '_'); // qlora-ckpt -> qlora_ckpt_peak_mb
 
 function child(arg: object): Record<string, number | string> {
   const run = spawnSync(tsx, [join(here, 'memory.child.ts'), JSON.stringify(arg)], {
@@ -35,7 +54,7 @@ const root = mkdtempSync(join(tmpdir(), 'ladder-bench-memory-'));
 try {
   const ckpt = join(root, 'ckpt');
   const cache = join(root, 'cache');
-  mkdirSync(join(cache, 'qlora'), { recursive: true });
+  mkdirSync(cache, { recursive: true });
   await writeTinyCheckpoint(ckpt, {
     architecture: 'llama',
     vocab: 32000,
@@ -54,13 +73,15 @@ try {
   const results: Record<string, Record<string, number | string>> = {};
   for (const T of SEQS) {
     for (const B of BATCHES) {
+      const methods = methodsAt(T, B);
+      if (!methods.length) continue;
       const row: Record<string, number | string> = {};
-      for (const method of METHODS) {
+      for (const method of methods) {
         const r = child({ method, T, B, ckpt, cache, steps: STEPS });
-        if ('error' in r) row[`${method}_error`] = r.error!;
+        if ('error' in r) row[`${key(method)}_error`] = r.error!;
         else {
-          row[`${method}_peak_mb`] = r.peak_mb!;
-          row[`${method}_step_ms`] = r.step_ms!;
+          row[`${key(method)}_peak_mb`] = r.peak_mb!;
+          row[`${key(method)}_step_ms`] = r.step_ms!;
         }
         console.error(`T=${T} B=${B} ${method}: ${JSON.stringify(r)}`);
       }
@@ -79,6 +100,34 @@ try {
       ? Math.round(((b - a) / (hi - lo)) * 1000)
       : undefined;
   };
+  // The four-way table at the longest T (batch 1, and batch 4 where it ran), for the log and the JSON.
+  const fourWay = (at: string) => {
+    const row = results[at];
+    if (!row) return undefined;
+    const side = (m: (typeof METHODS)[number]) => ({
+      peak_mb: row[`${key(m)}_peak_mb`],
+      step_ms: row[`${key(m)}_step_ms`],
+      savers: SAVERS[m],
+    });
+    return {
+      qlora: side('qlora'),
+      qlora_ckpt: side('qlora-ckpt'),
+      lst_seed: side('lst-seed'),
+      lst: side('lst'),
+    };
+  };
+  const longest = Math.max(...SEQS);
+  for (const B of BATCHES) {
+    const table = fourWay(`t${longest}_b${B}`);
+    if (!table) continue;
+    console.error(`\nT=${longest} B=${B}           peak MB   step ms   savers`);
+    for (const [name, r] of Object.entries(table))
+      console.error(
+        `${name.padEnd(12)} ${String(r.peak_mb).padStart(9)} ${String(r.step_ms).padStart(9)}   ${r.savers}`,
+      );
+  }
+  const peak = (at: string, a: string, b: string) => ratio(num(at, `${a}_peak_mb`), num(at, `${b}_peak_mb`));
+  const step = (at: string, a: string, b: string) => ratio(num(at, `${a}_step_ms`), num(at, `${b}_step_ms`));
   console.log(
     JSON.stringify({
       bench: 'memory',
@@ -107,9 +156,23 @@ try {
         num('t2048_b1', 'xladder_peak_mb'),
         num('t2048_b1', 'qlora_peak_mb'),
       ),
+      // Four-way at T=2048: like with like. Step times are wall times on a shared 2-core machine
+      // (other processes change them; peaks are per child process and do not move with them).
+      four_way_t2048: fourWay('t2048_b1'),
+      four_way_t2048_b4: fourWay('t2048_b4'),
+      paper_condition_peak_ratio_t2048: peak('t2048_b1', 'lst_seed', 'qlora'),
+      best_vs_best_peak_ratio_t2048: peak('t2048_b1', 'lst', 'qlora_ckpt'),
+      best_vs_best_peak_ratio_t2048_b4: peak('t2048_b4', 'lst', 'qlora_ckpt'),
+      paper_condition_peak_ratio_t2048_b4: peak('t2048_b4', 'lst_seed', 'qlora'),
+      qlora_ckpt_over_qlora_peak_t2048: peak('t2048_b1', 'qlora_ckpt', 'qlora'),
+      lst_over_lst_seed_peak_t2048: peak('t2048_b1', 'lst', 'lst_seed'),
+      paper_condition_step_ratio_t2048: step('t2048_b1', 'lst_seed', 'qlora'),
+      best_vs_best_step_ratio_t2048: step('t2048_b1', 'lst', 'qlora_ckpt'),
       lst_mb_per_1k_tokens: slope('lst'),
+      lst_seed_mb_per_1k_tokens: slope('lst_seed'),
       xladder_mb_per_1k_tokens: slope('xladder'),
       qlora_mb_per_1k_tokens: slope('qlora'),
+      qlora_ckpt_mb_per_1k_tokens: slope('qlora_ckpt'),
     }),
   );
 } finally {

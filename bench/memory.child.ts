@@ -1,6 +1,13 @@
 // One configuration of `npm run bench -- memory` in its own process, so its peak RSS is its own.
-// argv[2]: JSON { method: 'build-qlora' | 'lst' | 'xladder' | 'qlora', T, B, ckpt, cache, steps }.
-import { readFileSync, writeFileSync } from 'node:fs';
+// argv[2]: JSON { method, T, B, ckpt, cache, steps }, method one of
+//   build-qlora  both QLoRA steps, built and saved (not measured)
+//   qlora        QLoRA, no gradient checkpointing
+//   qlora-ckpt   QLoRA with per-block gradient checkpointing
+//   lst          LST through the trainer, every saver on (block recompute, float16 taps, taps
+//                parked on disk between phases; BENCH_SCHEDULE=interleaved drops the last)
+//   lst-seed     LST as the seed runs it: none of them (memory.seed.ts)
+//   xladder      xLadder through the trainer, as lst
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadConfig, openCheckpoint } from '../gpu-worker/src/backbone/index.ts';
@@ -9,10 +16,11 @@ import { collectGarbage, i64, TRAINING_SESSION, TrainRunner } from '../gpu-worke
 import type { TrainingExample } from '../gpu-worker/src/side-net/data/index.ts';
 import { buildQloraTrainStep } from '../gpu-worker/src/side-net/qlora.ts';
 import { trainSideNet } from '../gpu-worker/src/side-net/trainer/index.ts';
+import { seedLstSteps } from './memory.seed.ts';
 import { median } from './stats.ts';
 
 const arg = JSON.parse(process.argv[2]!) as {
-  method: 'build-qlora' | 'lst' | 'xladder' | 'qlora';
+  method: 'build-qlora' | 'lst' | 'lst-seed' | 'xladder' | 'qlora' | 'qlora-ckpt';
   T: number;
   B: number;
   ckpt: string;
@@ -27,22 +35,25 @@ const ids = rowsOf((b, t) => 256 + ((b * 7919 + t * 31) % 20000));
 const labels = rowsOf((b, t) => (t < T / 4 ? -100 : 256 + ((b * 104729 + t * 17) % 20000))); // prompt masked
 const mask = rowsOf(() => 1);
 const positions = rowsOf((_, t) => t);
-const qloraModel = join(arg.cache, 'qlora', 'model.onnx');
+const QLORA_DIRS = { qlora: false, 'qlora-ckpt': true } as const; // dir -> gradient checkpointing
 
 if (arg.method === 'build-qlora') {
   // Built in its own process and saved, so the measured process loads it like the side net's
   // backbone is loaded: no JS-side copy of the weights in either.
-  const source = await openCheckpoint(arg.ckpt);
-  const { graph, layout, init } = await buildQloraTrainStep(cfg, source);
-  const writer = new ExternalDataWriter(`${qloraModel}.data`);
-  saveModel(graph, qloraModel, { dataWriter: writer });
-  writeFileSync(join(arg.cache, 'qlora', 'layout.json'), JSON.stringify(layout));
-  const order = layout.params.map((p: { name: string }) => p.name);
-  writeFileSync(
-    join(arg.cache, 'qlora', 'init.bin'),
-    Buffer.concat(order.map((n: string) => Buffer.from(init[n]!.buffer))),
-  );
-  await source.close();
+  for (const [dir, gradientCheckpointing] of Object.entries(QLORA_DIRS)) {
+    const source = await openCheckpoint(arg.ckpt);
+    const { graph, layout, init } = await buildQloraTrainStep(cfg, source, { gradientCheckpointing });
+    mkdirSync(join(arg.cache, dir), { recursive: true });
+    const model = join(arg.cache, dir, 'model.onnx');
+    saveModel(graph, model, { dataWriter: new ExternalDataWriter(`${model}.data`) });
+    writeFileSync(join(arg.cache, dir, 'layout.json'), JSON.stringify(layout));
+    const order = layout.params.map((p: { name: string }) => p.name);
+    writeFileSync(
+      join(arg.cache, dir, 'init.bin'),
+      Buffer.concat(order.map((n: string) => Buffer.from(init[n]!.buffer))),
+    );
+    await source.close();
+  }
   console.log(JSON.stringify({ built: true }));
   process.exit(0);
 }
@@ -52,9 +63,10 @@ if (arg.method === 'build-qlora') {
 // without a pattern (BackbonePlan.open).
 const times: number[] = [];
 let windowMs: number | undefined;
-if (arg.method === 'qlora') {
-  const layout = JSON.parse(readFileSync(join(arg.cache, 'qlora', 'layout.json'), 'utf8'));
-  const blob = readFileSync(join(arg.cache, 'qlora', 'init.bin'));
+if (arg.method === 'qlora' || arg.method === 'qlora-ckpt') {
+  const dir = join(arg.cache, arg.method);
+  const layout = JSON.parse(readFileSync(join(dir, 'layout.json'), 'utf8'));
+  const blob = readFileSync(join(dir, 'init.bin'));
   const init: Record<string, Float32Array> = {};
   let at = 0;
   for (const p of layout.params as { name: string; shape: number[] }[]) {
@@ -62,7 +74,9 @@ if (arg.method === 'qlora') {
     init[p.name] = new Float32Array(blob.buffer.slice(blob.byteOffset + at, blob.byteOffset + at + 4 * n));
     at += 4 * n;
   }
-  const runner = await TrainRunner.create({ layout, step: qloraModel }, init, { session: TRAINING_SESSION });
+  const runner = await TrainRunner.create({ layout, step: join(dir, 'model.onnx') }, init, {
+    session: TRAINING_SESSION,
+  });
   for (let s = 0; s < arg.steps + 1; s++) {
     const start = performance.now();
     await runner.step(
@@ -77,6 +91,10 @@ if (arg.method === 'qlora') {
     await collectGarbage();
     if (s > 0) times.push(performance.now() - start);
   }
+} else if (arg.method === 'lst-seed') {
+  // As many updates as the trainer's two windows (2 x W), the second half timed.
+  const W = Math.max(2, arg.steps);
+  times.push(...(await seedLstSteps({ ckpt: arg.ckpt, cache: arg.cache, T, B, steps: W, ids, labels })));
 } else {
   // The trainer itself (trainSideNet), on B x 2W examples of length T: two windows of W
   // micro-batches, one update each. The first window loads everything; the second is timed, its
