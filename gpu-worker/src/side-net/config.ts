@@ -1,4 +1,5 @@
 import { SideNetConfig, type SideNetConfigInput } from '@ladder/schemas';
+import { ropeInverseFrequencies } from '../backbone/graph/rope.ts';
 import type { BackboneConfig } from '../backbone/types.ts';
 
 /** A side-net config resolved against one backbone: every width and layer spelled out. */
@@ -15,6 +16,14 @@ export interface SideNetShape {
   /** Every backbone tap the side net reads: 0 (for Down_0) and the ladder taps. */
   taps: number[];
   ropeTheta: number;
+  /**
+   * Pruned init only (the backbone's rotary, kept): per side rotary pair i the backbone pair it
+   * copies, and that pair's inverse frequency (RoPE scaling included). Random init rotates at
+   * ropeTheta^(-2i / d_s,h), the side net's own spectrum.
+   */
+  rotary?: { pairs: number[]; invFreq: Float32Array } | undefined;
+  /** Per-head RMSNorm of q and k before the rotation: pruned from a backbone that has them (Qwen3). */
+  qkNorm: boolean;
   eps: number;
 }
 
@@ -47,9 +56,21 @@ export function xladderPreset(
   });
 }
 
-/** Side heads keeping the backbone's head dim where the width allows, at least one. */
+/**
+ * Side heads: enough that a side head is no wider than the backbone's (d_s / H_s <= d_h, which
+ * pruned init needs: Qwen2.5-0.5B's d_s = 896 / 8 = 112 takes 2 heads of 56), at least one.
+ */
 function defaultSideHeads(backbone: BackboneConfig, r: number): number {
-  return Math.max(1, Math.floor(backbone.hiddenSize / r / backbone.headDim));
+  return Math.max(1, Math.ceil(Math.floor(backbone.hiddenSize / r) / backbone.headDim));
+}
+
+/**
+ * The backbone rotary pairs a pruned side head keeps: d_s,h / 2 of the backbone's d_h / 2,
+ * evenly spread (pair floor(i d_h / d_s,h)), so the side head sees the backbone's whole range of
+ * wavelengths rather than only its fastest ones.
+ */
+function keptRotaryPairs(backboneHeadDim: number, sideHeadDim: number): number[] {
+  return Array.from({ length: sideHeadDim / 2 }, (_, i) => Math.floor((i * backboneHeadDim) / sideHeadDim));
 }
 
 /**
@@ -70,8 +91,21 @@ export function resolveSideNet(backbone: BackboneConfig, input: SideNetConfigInp
     if (t < 1 || t > backbone.layers)
       problems.push(`tap ${t} is not a backbone layer (1..${backbone.layers})`);
   }
+  const pruned = config.init === 'pruned';
+  if (pruned && headDim > backbone.headDim)
+    problems.push(
+      `pruned init: side head dim ${headDim} exceeds the backbone's ${backbone.headDim} (use at least ${Math.ceil(raw / backbone.headDim)} side heads)`,
+    );
+  if (pruned && heads > backbone.heads)
+    problems.push(`pruned init: ${heads} side heads exceed the backbone's ${backbone.heads}`);
   if (problems.length) throw new Error(`side-net config: ${problems.join('; ')}`);
   const width = headDim * heads;
+  let rotary: SideNetShape['rotary'];
+  if (pruned) {
+    const pairs = keptRotaryPairs(backbone.headDim, headDim);
+    const all = ropeInverseFrequencies(backbone);
+    rotary = { pairs, invFreq: Float32Array.from(pairs, (j) => all[j]!) };
+  }
   return {
     config,
     d: backbone.hiddenSize,
@@ -83,6 +117,8 @@ export function resolveSideNet(backbone: BackboneConfig, input: SideNetConfigInp
     layers: [...config.taps, ...new Array<undefined>(config.free).fill(undefined)],
     taps: [0, ...config.taps],
     ropeTheta: backbone.ropeTheta,
+    rotary,
+    qkNorm: pruned && backbone.qkNorm,
     eps: backbone.rmsNormEps,
   };
 }

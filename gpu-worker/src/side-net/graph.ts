@@ -90,7 +90,7 @@ export function sideForward(
 
   return g.scope('side', () => {
     let x = down(0); // (B, T, d_s)
-    const { cos, sin } = rotaryTables(inp.positions, s.headDim, s.ropeTheta);
+    const { cos, sin } = rotaryTables(inp.positions, s.headDim, s.ropeTheta, { invFreq: s.rotary?.invFreq });
     const scoreBlock = inp.scoreBlock ?? DEFAULT_SCORE_BLOCK;
     const { bias, long } = forwardBias(x, inp.mask, { heads: s.heads, scoreBlock, longOnly: inp.longOnly }); // (B, 1, 1, T|1, P+T)
     const present: SideOutputs['present'] = { keys: [], values: [] };
@@ -113,6 +113,8 @@ export function sideForward(
                 pastK: inp.past?.keys[j],
                 pastV: inp.past?.values[j],
                 rotary: { kind: 'tables', cos, sin },
+                qNorm: s.qkNorm ? p(`layers.${j}.q_norm`) : undefined,
+                kNorm: s.qkNorm ? p(`layers.${j}.k_norm`) : undefined,
                 bias,
                 long,
               },

@@ -13,6 +13,7 @@ export interface SideParam {
  *   down.{k}.weight (d, d_s), down.{k}.bias (d_s)      for every tap k (0 = embeddings)
  *   layers.{j}.gate (d_s | 1)                           ladder-fed layers only, zero: g = 0.5
  *   layers.{j}.{attn_norm, wq, wk, wv, wo, mlp_norm, w_gate, w_up, w_down}
+ *   layers.{j}.{q_norm, k_norm} (dh_s)                  when the shape has qkNorm
  *   side_norm (d_s), up.weight (d_s, d) zero: step 0 reproduces the backbone
  */
 export function sideNetParams(s: SideNetShape): SideParam[] {
@@ -31,6 +32,7 @@ export function sideNetParams(s: SideNetShape): SideParam[] {
       const gateShape = s.config.gate === 'vector' ? [width] : [1];
       params.push({ name: `${p}.gate`, shape: gateShape, init: { kind: 'zeros' } });
     }
+    const ones = { kind: 'ones' } as const;
     const resid = { kind: 'normal', std: 1 / Math.sqrt(width) / Math.sqrt(2 * s.layers.length) } as const;
     params.push(
       { name: `${p}.attn_norm`, shape: [width], init: { kind: 'ones' } },
@@ -38,6 +40,12 @@ export function sideNetParams(s: SideNetShape): SideParam[] {
       { name: `${p}.wk`, shape: [width, heads * headDim], init: fanIn(width) },
       { name: `${p}.wv`, shape: [width, heads * headDim], init: fanIn(width) },
       { name: `${p}.wo`, shape: [heads * headDim, width], init: resid },
+      ...(s.qkNorm
+        ? [
+            { name: `${p}.q_norm`, shape: [headDim], init: ones },
+            { name: `${p}.k_norm`, shape: [headDim], init: ones },
+          ]
+        : []),
       { name: `${p}.mlp_norm`, shape: [width], init: { kind: 'ones' } },
       { name: `${p}.w_gate`, shape: [width, ffn], init: fanIn(width) },
       { name: `${p}.w_up`, shape: [width, ffn], init: fanIn(width) },

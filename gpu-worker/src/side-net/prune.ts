@@ -8,7 +8,9 @@ import { initSideNet } from './params.ts';
  *
  *   residual dims   keep the d_s most important of d: Σ over the tapped blocks' input columns |W|
  *   heads           keep the H_s query heads of largest ||W_q,h||, each with its k/v head, and of
- *                   each head the rotary pairs (i, i + d_h/2) for the first d_s_h/2 frequencies
+ *                   each head d_s,h/2 rotary pairs (j, j + d_h/2), spread over the spectrum
+ *                   (shape.rotary.pairs), which the side net then rotates at the backbone's
+ *                   frequencies (shape.rotary.invFreq); q/k norm gains (Qwen3) at the same rows
  *   MLP neurons     keep the d_ff/r of largest ||gate_n|| ||up_n|| ||down_n||
  *
  * Side layer j copies the block its tap reads (free layers cycle over the tapped blocks). Down_t
@@ -25,6 +27,10 @@ export async function prunedSideNetInit(
   const { heads: H, kvHeads: Hkv, headDim: dh, intermediateSize: F } = backbone;
   if (dhs > dh) throw new Error(`pruned init: side head dim ${dhs} exceeds the backbone's ${dh}`);
   if (Hs > H) throw new Error(`pruned init: ${Hs} side heads exceed the backbone's ${H}`);
+  const pairs = shape.rotary?.pairs;
+  if (!pairs) throw new Error("pruned init: the shape has no rotary pairs (resolve it with init 'pruned')");
+  if (shape.qkNorm !== backbone.qkNorm)
+    throw new Error('pruned init: the shape and the backbone disagree on q/k norms');
   const blocks = [...new Set(shape.config.taps)].map((t) => t - 1); // HF layer index of each tapped block
 
   // Residual dims by the input-column magnitude of every tapped block's projections.
@@ -65,17 +71,20 @@ export async function prunedSideNetInit(
       return s;
     });
     const keptHeads = topK(headNorm, Hs);
-    // Rows of the kept heads: per head the pairs (i, i + dh/2), i < dhs/2, in rotate-half order.
-    const headRows = (h: number) => [
-      ...Array.from({ length: dhs / 2 }, (_, i) => h * dh + i),
-      ...Array.from({ length: dhs / 2 }, (_, i) => h * dh + dh / 2 + i),
-    ];
+    // Rows of the kept heads: per head the pairs (j, j + dh/2), j in pairs, in rotate-half order.
+    const inHead = [...pairs, ...pairs.map((j) => dh / 2 + j)];
+    const headRows = (h: number) => inHead.map((r) => h * dh + r);
     const qRows = keptHeads.flatMap(headRows);
     const kvRows = keptHeads.flatMap((h) => headRows(Math.floor(h / (H / Hkv))));
     w[`${p}.wq`] = gatherIn(q!, d, qRows, dims); // (d_s, H_s*dh_s)
     w[`${p}.wk`] = gatherIn(k!, d, kvRows, dims);
     w[`${p}.wv`] = gatherIn(v!, d, kvRows, dims);
     w[`${p}.wo`] = gatherOut(o!, H * dh, dims, qRows); // (H_s*dh_s, d_s)
+    if (shape.qkNorm) {
+      const [qNorm, kNorm] = await Promise.all([n.qNorm, n.kNorm].map((x) => source.read(x))); // (dh)
+      w[`${p}.q_norm`] = Float32Array.from(inHead, (r) => qNorm![r]!);
+      w[`${p}.k_norm`] = Float32Array.from(inHead, (r) => kNorm![r]!);
+    }
 
     const [gate, up, down] = await Promise.all([n.gate, n.up, n.down].map((x) => source.read(x)));
     const neuron = Float64Array.from({ length: F }, (_, f) => {
