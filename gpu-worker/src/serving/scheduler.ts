@@ -7,6 +7,7 @@ import {
   sampleToken,
 } from '../backbone/generate/index.ts';
 import { IO } from '../backbone/graph/emit.ts';
+import type { IncrementalDecoder } from '../backbone/tokenizer/index.ts';
 import { f32, i64, type Session, type Tensor, zeros } from '../runtime/index.ts';
 import { SIDE_IO } from '../side-net/steps.ts';
 import { Rng } from '../util/rng.ts';
@@ -67,7 +68,10 @@ interface Seq {
   job: GenerationJob;
   rng: Rng;
   watcher: StopWatcher;
+  /** Token ids to text a token at a time: only the new tail is decoded, open characters held back. */
+  decoder: IncrementalDecoder;
   tokens: number[];
+  /** The text of every token so far, but for a character still open at the end. */
   text: string;
   /** Prompt + max_tokens: what this sequence's caches may grow to. */
   reserve: number;
@@ -181,6 +185,7 @@ export class Scheduler {
         job,
         rng: new Rng(job.seed),
         watcher: new StopWatcher(job.params.stop),
+        decoder: this.model.tokenizer.createDecoder({ skipSpecialTokens: true }),
         tokens: [],
         text: '',
         reserve,
@@ -530,7 +535,7 @@ export class Scheduler {
     }
     s.tokens.push(token);
     this.metrics.completionTokens.inc();
-    s.text = this.model.tokenizer.decode(s.tokens, { skipSpecialTokens: true });
+    s.text += s.decoder.push(token);
     const delta = s.watcher.push(s.text);
     if (delta) s.job.onDelta?.(delta);
     if (s.watcher.stopped) this.finish(s, 'stop');
@@ -541,6 +546,7 @@ export class Scheduler {
   private finish(s: Seq, reason: FinishReason): void {
     if (s.done) return;
     s.done = true;
+    s.text += s.decoder.flush();
     const tail = s.watcher.flush(s.text);
     if (tail) s.job.onDelta?.(tail);
     const text = s.watcher.stopped ? s.text.slice(0, s.watcher.emittedLength) : s.text;
