@@ -6,6 +6,11 @@ import { utcDay } from '../lib/ids.ts';
 import { bearer, errorResponses, json, router } from '../lib/openapi.ts';
 
 const DAY_MS = 86_400_000;
+const PriceSchema = z.object({
+  prompt_per_1k: z.number(),
+  completion_per_1k: z.number(),
+  training_per_1k: z.number(),
+});
 const round6 = (x: number) => Math.round(x * 1e6) / 1e6;
 
 /** Meter events for one usage event: one per non-zero quantity, each with its own stable id. */
@@ -65,6 +70,25 @@ export function usageRoutes() {
       });
       const total = round6(data.reduce((s, d) => s + d.cost_usd, 0));
       return c.json({ object: 'usage' as const, tenant, data, total_cost_usd: total }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/usage/prices',
+      security: bearer,
+      description:
+        "USD per 1k tokens for each served backbone, as /v1/usage prices its buckets (an adapter costs its backbone's price).",
+      responses: {
+        200: json(z.object({ object: z.literal('price_table'), data: z.record(z.string(), PriceSchema) })),
+        ...errorResponses,
+      },
+    }),
+    (c) => {
+      const cfg = config(c.env);
+      const data = Object.fromEntries(cfg.backbones.map((b) => [b, priceFor(cfg, b)]));
+      return c.json({ object: 'price_table' as const, data }, 200);
     },
   );
 

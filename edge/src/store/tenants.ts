@@ -83,3 +83,25 @@ export async function revokeApiKey(env: Env, tenantId: string, keyId: string) {
     .first<KeyRow>();
   return row ? keyObject(row) : null;
 }
+
+/** Every tenant, oldest first (the admin console's list). */
+export async function listTenants(env: Env) {
+  const { results } = await env.DB.prepare('SELECT * FROM tenants ORDER BY created_at, id').all<TenantRow>();
+  return results.map((r) => ({
+    id: r.id,
+    object: 'tenant' as const,
+    name: r.name,
+    limits: tenantLimits(env, r.limits),
+    created_at: r.created_at,
+  }));
+}
+
+/** A tenant's keys, revoked ones included, without their secrets (only hashes are stored). */
+export async function listApiKeys(env: Env, tenantId: string) {
+  const { results } = await env.DB.prepare(
+    'SELECT id, tenant_id, name, prefix, created_at, revoked_at FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id',
+  )
+    .bind(tenantId)
+    .all<KeyRow>();
+  return results.map(keyObject);
+}
