@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeTinyCheckpoint } from '../gpu-worker/src/backbone/dev/tiny-checkpoint.ts';
 import { MALLOC_ENV } from '../gpu-worker/src/runtime/memory.ts';
+import { type Supervised, type SuperviseOptions, supervise } from './supervise.ts';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name: string) => join(ROOT, 'node_modules', '.bin', name);
@@ -30,6 +31,8 @@ export interface PlatformOptions {
   /** Extra worker environment (LADDER_* settings). */
   workerEnv?: Record<string, string>;
   log?: (line: string) => void;
+  /** How the worker is restarted when it dies (scripts/supervise.ts). */
+  restart?: Partial<SuperviseOptions>;
 }
 
 export interface Platform {
@@ -39,8 +42,13 @@ export interface Platform {
   backboneName: string;
   adminToken: string;
   stop(): Promise<void>;
-  /** Resolves if a process exits on its own (a crash), with its name. */
+  /**
+   * Resolves if the edge exits on its own (a crash), or the worker keeps crashing after restarts,
+   * with its name. A worker that dies is restarted with backoff and resumes its jobs.
+   */
   exited: Promise<string>;
+  /** The supervised GPU worker: its current process id and how often it was restarted. */
+  worker: { pid(): number | undefined; restarts(): number; onRestart(fn: () => void): void };
 }
 
 export async function freePort(): Promise<number> {
@@ -120,7 +128,8 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
   const exited = new Promise<string>((r) => {
     onExit = r;
   });
-  const launch = (name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv) => {
+  let supervised: Supervised | undefined;
+  const launch = (name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, restarts = false) => {
     const proc = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const relay = (chunk: Buffer) => {
       for (const line of chunk.toString().split('\n')) if (line.trim()) log(`[${name}] ${line}`);
@@ -128,13 +137,14 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     proc.stdout?.on('data', relay);
     proc.stderr?.on('data', relay);
     proc.on('exit', () => {
-      if (!stopping) onExit(name);
+      if (!stopping && !restarts) onExit(name);
     });
     children.push({ name, proc });
     return proc;
   };
   const stop = async () => {
     stopping = true;
+    supervised?.halt();
     await Promise.all(
       children.map(
         ({ proc }) =>
@@ -180,7 +190,8 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       ],
       wranglerEnv,
     );
-    const worker = launch('gpu-worker', bin('tsx'), [join(ROOT, 'gpu-worker', 'src', 'main.ts')], {
+    // One Node process (tsx as a loader, not a wrapper), so a signal reaches the worker itself.
+    const workerEnv = {
       ...MALLOC_ENV,
       ...process.env,
       LADDER_WORKER_HOST: '127.0.0.1',
@@ -194,10 +205,22 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       LADDER_EDGE_URL: edgeUrl,
       LADDER_HEARTBEAT_MS: '2000',
       ...opts.workerEnv,
+    };
+    const main = join(ROOT, 'gpu-worker', 'src', 'main.ts');
+    supervised = supervise(
+      'gpu-worker',
+      () => launch('gpu-worker', process.execPath, ['--import', 'tsx', main], workerEnv, true),
+      { log, ...opts.restart },
+    );
+    void supervised.gaveUp.then((why) => {
+      log(why);
+      if (!stopping) onExit('gpu-worker');
     });
+    const worker = supervised.current();
     await Promise.all([
       waitFor(`${edgeUrl}/healthz`, 120_000, () => edge.exitCode === null),
-      waitFor(`${workerUrl}/readyz`, 300_000, () => worker.exitCode === null),
+      // The first start must succeed on its own: a worker that cannot start is not restarted into a loop.
+      waitFor(`${workerUrl}/readyz`, 300_000, () => worker.exitCode === null && worker.signalCode === null),
     ]);
   } catch (err) {
     await stop();
@@ -211,6 +234,11 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
     adminToken: DEV_ADMIN_TOKEN,
     stop,
     exited,
+    worker: {
+      pid: () => supervised?.current().pid,
+      restarts: () => supervised?.restarts() ?? 0,
+      onRestart: (fn) => supervised?.onRestart(() => fn()),
+    },
   };
 }
 

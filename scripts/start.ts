@@ -1,7 +1,8 @@
 // `npm start`: the whole platform on its embedded defaults, every process on 127.0.0.1: the edge
 // (workerd via `wrangler dev --local`, state in .data/edge-state), one GPU worker on the CPU with
-// the filesystem adapter store, and a development tenant whose API key is printed. Ctrl-C stops
-// every process started here.
+// the filesystem adapter store, and a development tenant whose API key is printed. A worker that
+// dies is restarted with backoff (its jobs resume from their checkpoints). Ctrl-C stops every
+// process started here.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
