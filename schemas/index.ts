@@ -56,6 +56,8 @@ export {
   JobEvent,
   JobStatus,
   Prompt,
+  PurgeRequest,
+  PurgeResponse,
   ResolvedTraining,
   SamplingParams,
   ScoreRequest,

@@ -3,7 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SAMPLING_DEFAULTS, type SamplingParams } from '../../../gpu-worker/src/backbone/generate/index.ts';
-import { ComputeGate, Scheduler, ServingModel, workerMetrics } from '../../../gpu-worker/src/serving/index.ts';
+import {
+  ComputeGate,
+  Scheduler,
+  ServingModel,
+  workerMetrics,
+} from '../../../gpu-worker/src/serving/index.ts';
 import { Rng } from '../../../gpu-worker/src/util/rng.ts';
 import { TINY_TOKENIZER_SIZE, writeTinyCheckpoint } from '../../helpers/tiny-checkpoint.ts';
 
@@ -61,8 +66,10 @@ describe('serving: text streamed a token at a time', () => {
       const ids: number[] = [];
       while (ids.length < 40) {
         const kind = r.int(4);
-        if (kind === 0) ids.push(r.int(TINY_TOKENIZER_SIZE)); // any token: bytes, merges, specials
-        else if (kind === 1) ids.push(0x80 + r.int(0x80)); // a lone high byte: broken UTF-8
+        if (kind === 0)
+          ids.push(r.int(TINY_TOKENIZER_SIZE)); // any token: bytes, merges, specials
+        else if (kind === 1)
+          ids.push(0x80 + r.int(0x80)); // a lone high byte: broken UTF-8
         else ids.push(...tok.encode(pieces[r.int(pieces.length)]!, { addSpecialTokens: false }));
       }
       const decoder = tok.createDecoder({ skipSpecialTokens: true });

@@ -12,7 +12,7 @@ export class RankedLogits {
   /** Every id, built on the first ensure that goes past what a heap pass gave (rarely needed). */
   private order: Int32Array | undefined;
   /** The ranked prefix while `order` is not built. */
-  private head = new Int32Array(0);
+  private head: Int32Array = new Int32Array(0);
   private done = 0;
 
   constructor(private readonly logits: Float32Array) {}
