@@ -96,6 +96,10 @@ export {
   UsageReport,
 } from './src/public-api.ts';
 export {
+  checkSignatureHeaders,
+  DEV_SIGNING_SECRET,
+  deriveSecret,
+  deriveWorkerSecret,
   REPLAY_WINDOW_S,
   SIGNATURE_HEADER,
   sha256Hex,
@@ -103,4 +107,6 @@ export {
   TIMESTAMP_HEADER,
   type VerifyResult,
   verifyRequest,
+  WORKER_HEADER,
+  WORKER_ID_PATTERN,
 } from './src/signing.ts';

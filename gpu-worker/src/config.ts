@@ -1,4 +1,5 @@
-import { describeIssues } from '@ladder/schemas';
+import { createHmac } from 'node:crypto';
+import { DEV_SIGNING_SECRET, describeIssues, WORKER_ID_PATTERN } from '@ladder/schemas';
 import { z } from 'zod';
 
 const int = (min: number, max: number, dflt: number) =>
@@ -21,10 +22,7 @@ export const WorkerConfig = z.object({
   LADDER_WORKER_HOST: z.string().default('127.0.0.1'),
   LADDER_WORKER_PORT: int(0, 65535, 8788),
   /** How this worker names itself in heartbeats. */
-  LADDER_WORKER_ID: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/)
-    .default('worker-local'),
+  LADDER_WORKER_ID: z.string().regex(WORKER_ID_PATTERN).default('worker-local'),
   /** The URL the edge should call; default http://HOST:PORT as bound. */
   LADDER_WORKER_URL: z.url().optional(),
   LADDER_EXECUTION_PROVIDER: z.enum(['cpu', 'cuda', 'webgpu']).default('cpu'),
@@ -40,11 +38,16 @@ export const WorkerConfig = z.object({
   /** The FsAdapterStore root (adapters, checkpoints, datasets) and the worker's job records. */
   LADDER_DATA_DIR: z.string().min(1).default('.data/worker'),
 
-  /** HMAC secret shared with the edge (schemas/src/signing.ts). */
+  /**
+   * This worker's own HMAC secret: deriveWorkerSecret(edge master, LADDER_WORKER_ID)
+   * (schemas/src/signing.ts); `npm start` derives it from the edge's development master.
+   */
   LADDER_WORKER_SECRET: z.string().min(16).default(DEV_WORKER_SECRET),
   /** Where heartbeats go (POST {EDGE}/internal/v1/workers/heartbeat); unset: none are sent. */
   LADDER_EDGE_URL: z.url().optional(),
   LADDER_HEARTBEAT_MS: int(100, 3_600_000, 10_000),
+  /** The largest signed request body the worker reads (a longer one is refused with 413). */
+  LADDER_MAX_REQUEST_BYTES: int(1024, 1_073_741_824, 8 * 1024 * 1024),
 
   /** Sequences decoded together in one backbone step. */
   LADDER_MAX_BATCH: int(1, 4096, 32),
@@ -74,8 +77,33 @@ export const WorkerConfig = z.object({
 });
 export type WorkerConfig = z.infer<typeof WorkerConfig>;
 
+const isLoopback = (host: string) =>
+  host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+
+/**
+ * The secrets anyone can read in this repository: the worker's laptop default and what
+ * deriveWorkerSecret gives from the edge's development master for this id (the same HMAC as
+ * schemas/src/signing.ts, computed synchronously here).
+ */
+function isDevSecret(secret: string, workerId: string): boolean {
+  const derived = createHmac('sha256', DEV_SIGNING_SECRET)
+    .update(`ladder worker v1\n${workerId}`)
+    .digest('hex');
+  return secret === DEV_WORKER_SECRET || secret === derived;
+}
+
 export function loadWorkerConfig(env: Record<string, string | undefined> = process.env): WorkerConfig {
   const parsed = WorkerConfig.safeParse(env);
   if (!parsed.success) throw new Error(`invalid gpu-worker configuration: ${describeIssues(parsed.error)}`);
+  refuseDevSecretBeyondLoopback(parsed.data);
   return parsed.data;
+}
+
+/** A worker bound beyond 127.0.0.1 must not accept requests signed with a public secret. */
+export function refuseDevSecretBeyondLoopback(c: WorkerConfig): void {
+  if (isLoopback(c.LADDER_WORKER_HOST) || !isDevSecret(c.LADDER_WORKER_SECRET, c.LADDER_WORKER_ID)) return;
+  throw new Error(
+    `invalid gpu-worker configuration: LADDER_WORKER_SECRET is a development default, and LADDER_WORKER_HOST ` +
+      `${c.LADDER_WORKER_HOST} is reachable beyond this machine; set LADDER_WORKER_SECRET to this worker's own secret`,
+  );
 }

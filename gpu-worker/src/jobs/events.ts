@@ -1,7 +1,9 @@
-import { type JobEvent, signRequest } from '@ladder/schemas';
+import { type JobEvent, signRequest, WORKER_HEADER } from '@ladder/schemas';
 
 export interface EventPosterOptions {
   secret: string;
+  /** Sent as x-ladder-worker: the edge verifies with this worker's own secret. */
+  workerId: string;
   /** Backoff between tries: base * 2^n, capped. */
   baseDelayMs: number;
   maxDelayMs: number;
@@ -22,7 +24,7 @@ export async function postEvent(url: string, event: JobEvent, o: EventPosterOpti
     const res = await fetch(url, {
       method: 'POST',
       body,
-      headers: { ...headers, 'content-type': 'application/json' },
+      headers: { ...headers, [WORKER_HEADER]: o.workerId, 'content-type': 'application/json' },
       signal: AbortSignal.timeout(o.timeoutMs),
     });
     await res.arrayBuffer().catch(() => undefined);

@@ -36,6 +36,7 @@ export type JobRunnerConfig = Pick<
   | 'LADDER_CACHE_DIR'
   | 'LADDER_DATA_DIR'
   | 'LADDER_WORKER_SECRET'
+  | 'LADDER_WORKER_ID'
   | 'LADDER_EXECUTION_PROVIDER'
   | 'LADDER_INTRA_OP_THREADS'
   | 'LADDER_MEMORY_BUDGET_MB'
@@ -99,7 +100,11 @@ export class JobRunner {
     private readonly gate: ComputeGate,
     private readonly metrics: WorkerMetrics,
   ) {
-    this.poster = { ...EVENT_POSTER_DEFAULTS, secret: config.LADDER_WORKER_SECRET };
+    this.poster = {
+      ...EVENT_POSTER_DEFAULTS,
+      secret: config.LADDER_WORKER_SECRET,
+      workerId: config.LADDER_WORKER_ID,
+    };
     for (const r of records.all()) this.jobs.set(r.request.job_id, r);
     this.publishGauge();
   }

@@ -10,6 +10,10 @@ import { signedRequests } from './signature.ts';
 
 export interface WorkerServices {
   secret: string;
+  /** This worker's id (x-ladder-worker on a request must name it). */
+  workerId: string | undefined;
+  /** The largest signed request body read. */
+  maxBodyBytes: number;
   metrics: WorkerMetrics;
   startedAt: number;
   /** The serving stack once open; undefined before (or without a backbone). */
@@ -23,6 +27,8 @@ export interface WorkerServices {
 export function createWorkerApp(opts: Partial<WorkerServices> = {}): Hono {
   const s: WorkerServices = {
     secret: DEV_WORKER_SECRET,
+    workerId: undefined,
+    maxBodyBytes: 8 * 1024 * 1024,
     metrics: workerMetrics(),
     startedAt: Date.now(),
     serving: () => undefined,
@@ -50,7 +56,10 @@ export function createWorkerApp(opts: Partial<WorkerServices> = {}): Hono {
     c.text(s.metrics.registry.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
   );
 
-  app.use('/internal/*', signedRequests({ secret: s.secret }));
+  app.use(
+    '/internal/*',
+    signedRequests({ secret: s.secret, workerId: s.workerId, maxBodyBytes: s.maxBodyBytes }),
+  );
   const need =
     <T>(what: () => T | undefined): (() => T) =>
     () => {
@@ -69,7 +78,7 @@ export function createWorkerApp(opts: Partial<WorkerServices> = {}): Hono {
       return v;
     };
   servingRoutes(app, need(s.serving));
-  jobRoutes(app, need(s.jobs));
+  jobRoutes(app, need(s.jobs), s.serving);
 
   app.notFound((c) =>
     c.json(apiError(`no route for ${c.req.method} ${c.req.path}`, 'invalid_request_error', 'not_found'), 404),

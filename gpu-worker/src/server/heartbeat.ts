@@ -1,4 +1,4 @@
-import { type Heartbeat, signRequest } from '@ladder/schemas';
+import { type Heartbeat, signRequest, WORKER_HEADER } from '@ladder/schemas';
 
 /**
  * Heartbeats to the edge registry every `intervalMs` (the first at once): capacity and loaded
@@ -21,7 +21,7 @@ export function startHeartbeats(opts: {
       const res = await fetch(url, {
         method: 'POST',
         body,
-        headers: { ...headers, 'content-type': 'application/json' },
+        headers: { ...headers, [WORKER_HEADER]: hb.worker_id, 'content-type': 'application/json' },
         signal: AbortSignal.timeout(Math.max(1000, opts.intervalMs)),
       });
       await res.arrayBuffer().catch(() => undefined);

@@ -1,6 +1,10 @@
 import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
-import { type WorkerConfig, WorkerConfig as WorkerConfigSchema } from '../config.ts';
+import {
+  refuseDevSecretBeyondLoopback,
+  type WorkerConfig,
+  WorkerConfig as WorkerConfigSchema,
+} from '../config.ts';
 import { JobRecordStore, JobRunner } from '../jobs/index.ts';
 import { ComputeGate, openServing, type Serving, workerMetrics } from '../serving/index.ts';
 import { createWorkerApp } from './app.ts';
@@ -21,6 +25,7 @@ export interface RunningWorker {
  */
 export async function startWorker(input: Partial<WorkerConfig> = {}): Promise<RunningWorker> {
   const config: WorkerConfig = { ...WorkerConfigSchema.parse({}), ...input };
+  refuseDevSecretBeyondLoopback(config);
   const metrics = workerMetrics();
   const gate = new ComputeGate();
   let serving: Serving | undefined;
@@ -44,6 +49,8 @@ export async function startWorker(input: Partial<WorkerConfig> = {}): Promise<Ru
 
   const app = createWorkerApp({
     secret: config.LADDER_WORKER_SECRET,
+    workerId: config.LADDER_WORKER_ID,
+    maxBodyBytes: config.LADDER_MAX_REQUEST_BYTES,
     metrics,
     serving: () => serving,
     jobs: () => jobs,
