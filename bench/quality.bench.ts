@@ -1,103 +1,34 @@
-// Quality at equal steps: LST, xLadder, LST with pruned init and QLoRA (r=16) on one generated 4-bit llama (d=256, 4 layers), key->value recall and held-out classification: steps to 90%, final eval loss, accuracy, step time.
-import { mkdtempSync, rmSync } from 'node:fs';
+// Quality on the pretrained backbone (models/ladder-base, 4-bit) and the real tasks (SpamAssassin, Brown genre, WordNet glosses): LST, xLadder, pruned LST and QLoRA, each the best of a 3-point learning-rate sweep at equal steps; held-out perplexity beside n-gram baselines.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import {
-  Backbone,
-  BackboneStepper,
-  type BackboneTokenizer,
-  generate,
-  loadConfig,
-  loadTokenizer,
-  openCheckpoint,
-  type Stepper,
-} from '../gpu-worker/src/backbone/index.ts';
-import type { BackboneConfig } from '../gpu-worker/src/backbone/types.ts';
-import { toModelBytes } from '../gpu-worker/src/graph/index.ts';
-import { createSession, f32, i64, type Tensor, TrainRunner } from '../gpu-worker/src/runtime/index.ts';
-import { BatchLoader } from '../gpu-worker/src/side-net/data/index.ts';
-import {
-  AdapterStepper,
-  adapterTensors,
-  buildQloraTrainStep,
-  buildSideInferenceGraph,
-  decodeCheckpoint,
-  HYPERPARAMETER_DEFAULTS,
-  type LrSchedule,
-  learningRateAt,
-  loadLmHead,
-  QLORA_IO,
-  resolveSideNet,
-  type SideNetChoice,
-  sideNetInput,
-  sideNetParams,
-  trainSideNet,
-  warmupSteps,
-} from '../gpu-worker/src/side-net/index.ts';
-import { writeTinyCheckpoint } from '../test/helpers/tiny-checkpoint.ts';
-import {
-  classificationTask,
-  evaluate,
-  type Logits,
-  loraEvalGraph,
-  loraLogits,
-  type Metrics,
-  recallTask,
-  SideLogits,
-  type Task,
-} from './quality.tasks.ts';
-import { median } from './stats.ts';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MALLOC_ENV } from '../gpu-worker/src/runtime/memory.ts';
+import { type ChildArg, METHODS, type Method, TASKS, type TaskName } from './quality.tasks.ts';
 
-const D = Number(process.env.BENCH_D ?? 256);
-const LAYERS = Number(process.env.BENCH_LAYERS ?? 4);
-const STEPS = Number(process.env.BENCH_STEPS ?? 240);
-const EVAL_EVERY = Number(process.env.BENCH_EVAL_EVERY ?? 10);
-/** One peak for every method (3e-3: all four learn; at 1e-2 QLoRA diverges); BENCH_LR_<METHOD> overrides one. */
-const LR = Number(process.env.BENCH_LR ?? 3e-3);
-const lrOf = (m: Method) => Number(process.env[`BENCH_LR_${m.toUpperCase()}`] ?? LR);
+const here = dirname(fileURLToPath(import.meta.url));
+const tsx = join(here, '..', 'node_modules', '.bin', 'tsx');
+const MODEL_DIR = process.env.BENCH_MODEL_DIR ?? join(here, '..', 'models', 'ladder-base');
+const STEPS = Number(process.env.BENCH_STEPS ?? 120);
+const EVALS = Number(process.env.BENCH_EVALS ?? 6);
 const THREADS = Number(process.env.BENCH_THREADS ?? 1);
-const RECALL_KEYS = Number(process.env.BENCH_KEYS ?? 48);
-const METHODS = listEnv('BENCH_METHODS', ['lst', 'xladder', 'lst_pruned', 'qlora'] as const);
-const TASKS = listEnv('BENCH_TASKS', ['recall', 'classification'] as const);
-const dims = {
-  hidden: D,
-  layers: LAYERS,
-  heads: D / 32,
-  kvHeads: D / 64,
-  intermediate: (D * 11) / 4,
-  vocab: 1024,
+/** Children at once (each single-threaded by default). */
+const PARALLEL = Number(process.env.BENCH_PARALLEL ?? 2);
+/**
+ * The sweep: three peaks a factor ~3 apart around each method's usual rate (side nets train at
+ * 1e-2 in the worker's auto rule; LoRA at 1e-4..1e-3 on large models, a small model takes more).
+ */
+const LRS: Record<Method, number[]> = {
+  lst: [3e-3, 1e-2, 3e-2],
+  xladder: [3e-3, 1e-2, 3e-2],
+  lst_pruned: [3e-3, 1e-2, 3e-2],
+  qlora: [3e-4, 1e-3, 3e-3],
 };
-const LORA = { rank: 16, alpha: 32 } as const;
-/** Everything but the peak rate and the update count, as trainSideNet resolves it. */
-const HP = {
-  warmup: { ratio: 0.05 },
-  minLrRatio: 0.1,
-  weightDecay: 0.01,
-  maxGradNorm: 1,
-  seed: Number(process.env.BENCH_SEED ?? 0),
-} as const;
-const session = { intraOpThreads: THREADS };
+const methods = listEnv('BENCH_METHODS', METHODS);
+const tasks = listEnv('BENCH_TASKS', TASKS);
+const CLASSIFICATION: TaskName[] = ['spam', 'genre'];
 
-type Method = (typeof METHODS)[number];
-const SIDE_NETS: Record<Exclude<Method, 'qlora'>, SideNetChoice> = {
-  lst: { preset: 'lst' },
-  xladder: { preset: 'xladder', delta: LAYERS / 2 },
-  lst_pruned: { preset: 'lst', overrides: { init: 'pruned' } },
-};
-
-interface Run {
-  /** [step, accuracy, eval loss] every EVAL_EVERY updates and at the end. */
-  curve: [number, number, number][];
-  trainable_params: number;
-  train_step_ms: number;
-  final_train_loss: number;
-  /** The trainer's own SideEvaluator on the same validation set (side nets only). */
-  trainer_eval_loss?: number | null;
-  trainer_accuracy?: number | null;
-}
-
-/** A comma-separated choice from the environment, every unknown name refused at once. */
 function listEnv<T extends string>(name: string, known: readonly T[]): T[] {
   const picked = (process.env[name] ?? known.join(',')).split(',').filter(Boolean);
   const unknown = picked.filter((p) => !known.includes(p as T));
@@ -105,358 +36,195 @@ function listEnv<T extends string>(name: string, known: readonly T[]): T[] {
   return picked as T[];
 }
 const round = (x: number, digits = 4) => +x.toFixed(digits);
-const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
-/** How to read the results (printed with them). */
-const DEFINITIONS = {
-  scoring:
-    "one rule for every method, over its own teacher-forced logits (side nets: the trainer's backbone pass + side forward; QLoRA: the backbone graph with a linearHook adding the LoRA)",
-  eval_loss:
-    'mean loss over the labelled tokens (recall: the memorised pairs; classification: gold label + eos of the held-out texts)',
-  recall_accuracy:
-    'exact match: every answer token and the eos is the argmax, i.e. what greedy generation emits',
-  classification_accuracy: 'held-out texts: argmin summed loss over the label set',
-  steps_to_90: 'first evaluated update (every eval_every) with accuracy >= 0.9; null: never',
-  curve: '[update, accuracy, eval_loss]',
-  generation_exact_match:
-    'real greedy generation with the final weights (AdapterStepper / LoRA baked into the backbone graph)',
-  train_step_ms:
-    'median wall time of one update: side nets backbone forward + side step (trainSideNet), QLoRA the full step (TrainRunner)',
-  backbone: 'step 0, the same for every method (Up = 0, LoRA B = 0)',
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
+
+type Result = Record<string, unknown> & {
+  error?: string;
+  curve?: [number, number, number][];
+  dev?: { accuracy: number; eval_loss: number };
+  test?: { accuracy: number; eval_loss: number };
+  generation?: { exact_match: number; token_f1: number };
 };
 
-/** What every run needs from the one backbone. */
-interface Ctx {
-  modelDir: string;
-  buildCacheDir: string;
-  cfg: BackboneConfig;
-  tok: BackboneTokenizer;
-  lmHead: Tensor; // (V, d)
-  padTokenId: number;
+function child(arg: ChildArg): Promise<Result> {
+  return new Promise((resolve) => {
+    {
+      const p = spawn(tsx, [join(here, 'quality.child.ts'), JSON.stringify(arg)], {
+        env: { ...MALLOC_ENV, ...process.env },
+      });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d) => {
+        out += d;
+      });
+      p.stderr.on('data', (d) => {
+        err += d;
+      });
+      p.on('close', (code) => {
+        const last = out.trim().split('\n').at(-1) ?? '';
+        if (code !== 0 || !last.startsWith('{'))
+          resolve({ error: `exit ${code}: ${(err || out).trim().split('\n').slice(-3).join(' | ')}` });
+        else resolve(JSON.parse(last));
+      });
+    }
+  });
 }
 
+/** Runs the jobs PARALLEL at a time, in order of submission. */
+async function pool<T>(jobs: (() => Promise<T>)[]): Promise<T[]> {
+  const out = new Array<T>(jobs.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.max(1, PARALLEL) }, async () => {
+      while (next < jobs.length) {
+        const i = next++;
+        out[i] = await jobs[i]!();
+      }
+    }),
+  );
+  return out;
+}
+
+/** The task's headline metric: accuracy (classification) or token F1 of greedy generation (gloss). */
+const metricOf = (task: TaskName, r: Result) =>
+  task === 'gloss' ? (r.generation?.token_f1 ?? Number.NaN) : (r.test?.accuracy ?? Number.NaN);
+/** What the sweep picks by, on the dev lines (held out of training): accuracy, then loss. */
+const devKey = (r: Result) => [
+  r.dev?.accuracy ?? Number.NEGATIVE_INFINITY,
+  -(r.dev?.eval_loss ?? Number.POSITIVE_INFINITY),
+];
+
+/**
+ * The first evaluated update reaching 90% of the run's final gain over the backbone: accuracy
+ * for classification, held-out loss for generation (its curve has no accuracy worth the name).
+ */
+function stepsTo90(task: TaskName, r: Result, start: { accuracy: number; eval_loss: number }): number | null {
+  const curve = r.curve ?? [];
+  const last = curve.at(-1);
+  if (!last) return null;
+  const [, finalAcc, finalLoss] = last;
+  const gain =
+    task === 'gloss'
+      ? (c: [number, number, number]) => (start.eval_loss - c[2]) / (start.eval_loss - finalLoss)
+      : (c: [number, number, number]) => (c[1] - start.accuracy) / (finalAcc - start.accuracy);
+  const total = task === 'gloss' ? start.eval_loss - finalLoss : finalAcc - start.accuracy;
+  if (!(total > 0)) return null; // no gain to reach 90% of
+  return curve.find((c) => gain(c) >= 0.9)?.[0] ?? null;
+}
+
+if (!existsSync(join(MODEL_DIR, 'config.json'))) {
+  throw new Error(`quality: no model at ${MODEL_DIR} (models/ladder-base, or BENCH_MODEL_DIR)`);
+}
 const root = mkdtempSync(join(tmpdir(), 'ladder-bench-quality-'));
 try {
-  const { dir: modelDir } = await writeTinyCheckpoint(join(root, 'backbone'), {
-    architecture: 'llama',
-    seed: 1,
-    ...dims,
-  });
-  const cfg = await loadConfig(modelDir);
-  const tok = await loadTokenizer(modelDir);
-  const ctx: Ctx = {
-    modelDir,
-    buildCacheDir: join(root, 'builds'),
-    cfg,
-    tok,
-    lmHead: f32(await loadLmHead(modelDir, cfg), [cfg.vocabSize, cfg.hiddenSize], 'lm_head'),
-    padTokenId: tok.padTokenId ?? tok.eosTokenId ?? 0,
-  };
-  const qlora = await qloraTrainer(ctx);
-  const tasks: Record<string, unknown> = {};
-  try {
-    for (const name of TASKS) {
-      const task = name === 'recall' ? recallTask(tok, RECALL_KEYS) : classificationTask(tok);
-      // Equal updates for every method: trainSideNet's loader plan, whole epochs to about STEPS.
-      const loader = new BatchLoader(task.train, {
-        tokenBudget: task.tokenBudget,
-        padTokenId: ctx.padTokenId,
-      });
-      const perEpoch = loader.batchesOf(0).length;
-      const epochs = Math.max(1, Math.round(STEPS / perEpoch));
-      const total = perEpoch * epochs;
-      const results: Record<string, unknown> = {
-        steps: total,
-        batches_per_epoch: perEpoch,
-        backbone: summarise(await qlora.evalAtInit(task)), // step 0 of every method
-      };
-      for (const method of METHODS) {
-        const started = performance.now();
-        const schedule: LrSchedule = {
-          peak: lrOf(method),
-          warmupSteps: warmupSteps(HP.warmup, total),
-          totalSteps: total,
-          minRatio: HP.minLrRatio,
-        };
-        const run =
-          method === 'qlora'
-            ? await qlora.train(task, schedule)
-            : await trainSide(method, task, { epochs, schedule }, ctx);
-        const generated = await run.generate(task.prompts.map((p) => p.prompt));
-        const exact = generated.filter((g, i) => g === task.prompts[i]!.want).length / generated.length;
-        const out = {
-          ...report(run.run),
-          generation_exact_match: round(exact),
-          lr_peak: schedule.peak,
-          wall_s: round((performance.now() - started) / 1000, 1),
-        };
-        results[method] = out;
-        console.error(`${name} ${method}: ${JSON.stringify(out)}`);
+  const base = { modelDir: MODEL_DIR, cacheDir: join(root, 'builds'), threads: THREADS };
+  // One build of each graph first, so parallel children find it cached.
+  const ppl = await child({ ...base, mode: 'ppl', pretrainDir: join(here, '..', '.data', 'pretrain') });
+  if (ppl.error) throw new Error(`ppl: ${ppl.error}`);
+  console.error(`ppl: ${JSON.stringify(ppl)}`);
+  const backbone = Object.fromEntries(
+    await pool(
+      tasks.map((task) => async () => [task, await child({ ...base, mode: 'backbone', task })] as const),
+    ),
+  ) as Record<TaskName, Result>;
+  console.error(`backbone: ${JSON.stringify(backbone)}`);
+
+  const runs = tasks.flatMap((task) =>
+    methods.flatMap((method) => LRS[method].map((lr) => ({ task, method, lr }))),
+  );
+  const results = await pool(
+    runs.map((r) => async () => {
+      const out = await child({ ...base, mode: 'train', ...r, steps: STEPS, evals: EVALS });
+      console.error(`${r.task} ${r.method} lr ${r.lr}: ${JSON.stringify({ ...out, curve: undefined })}`);
+      return { ...r, out };
+    }),
+  );
+
+  const perTask: Record<string, Record<string, unknown>> = {};
+  const best: Partial<
+    Record<TaskName, Partial<Record<Method, Result & { lr: number; steps_to_90: number | null }>>>
+  > = {};
+  for (const task of tasks) {
+    const start = backbone[task]!.curve_start as { accuracy: number; eval_loss: number };
+    const row: Record<string, unknown> = { backbone: backbone[task] };
+    for (const method of methods) {
+      const sweep = results.filter((r) => r.task === task && r.method === method && !r.out.error);
+      const failed = results.filter((r) => r.task === task && r.method === method && r.out.error);
+      if (!sweep.length) {
+        row[method] = { errors: failed.map((f) => `lr ${f.lr}: ${f.out.error}`) };
+        continue;
       }
-      tasks[name] = results;
+      const chosen = sweep.reduce((a, b) => {
+        const [ka, kb] = [devKey(a.out), devKey(b.out)];
+        return kb[0]! > ka[0]! || (kb[0] === ka[0] && kb[1]! > ka[1]!) ? b : a;
+      });
+      const pick = { ...chosen.out, lr: chosen.lr, steps_to_90: stepsTo90(task, chosen.out, start) };
+      best[task] = { ...best[task], [method]: pick };
+      row[method] = {
+        lr: chosen.lr,
+        metric: round(metricOf(task, chosen.out)),
+        test: chosen.out.test,
+        generation: chosen.out.generation,
+        steps_to_90: pick.steps_to_90,
+        peak_mb: chosen.out.peak_mb,
+        s_per_step: round(Number(chosen.out.train_step_ms) / 1000, 4),
+        steps: chosen.out.steps,
+        trainable_params: chosen.out.trainable_params,
+        curve: chosen.out.curve,
+        sweep: sweep.map((s) => ({
+          lr: s.lr,
+          dev: s.out.dev,
+          test: s.out.test,
+          generation: s.out.generation,
+        })),
+        ...(failed.length ? { errors: failed.map((f) => `lr ${f.lr}: ${f.out.error}`) } : {}),
+      };
     }
-  } finally {
-    await qlora.dispose();
+    perTask[task] = row;
   }
+
+  const diff = (a: Method, b: Method, over: TaskName[]) =>
+    mean(
+      over
+        .filter((t) => best[t]?.[a] && best[t]?.[b])
+        .map((t) => metricOf(t, best[t]![a]!) - metricOf(t, best[t]![b]!)),
+    );
+  const ratios = tasks
+    .map((t) => [best[t]?.lst_pruned?.steps_to_90, best[t]?.lst?.steps_to_90] as const)
+    .filter(([p, r]) => typeof p === 'number' && typeof r === 'number' && r > 0)
+    .map(([p, r]) => p! / r!);
+  const classification = CLASSIFICATION.filter((t) => tasks.includes(t));
+  const orNull = (x: number | null) => (x === null ? null : round(x));
   console.log(
     JSON.stringify({
       bench: 'quality',
-      backbone: { architecture: 'llama', d: D, layers: LAYERS, vocab: dims.vocab, bits: 4, threads: THREADS },
-      steps: STEPS,
-      eval_every: EVAL_EVERY,
-      lr: {
-        peak: LR,
-        warmup: HP.warmup,
-        min_ratio: HP.minLrRatio,
-        schedule: 'warmup + cosine (learningRateAt)',
+      backbone: {
+        model: MODEL_DIR.split('/').slice(-2).join('/'),
+        served: '4-bit (the loader)',
+        threads: THREADS,
       },
-      definitions: DEFINITIONS,
-      tasks,
+      steps: STEPS,
+      lr_sweep: LRS,
+      definitions: {
+        selection:
+          'per method and task, the peak lr of the sweep with the best dev accuracy (then dev loss); dev = every 7th training line, held out of training',
+        metric:
+          'classification: test accuracy (argmin summed loss over the labels); gloss: token F1 of greedy generation on held-out words',
+        steps_to_90:
+          "first evaluated update reaching 90% of the run's final gain over the backbone, on the curve lines (48 test lines spread over the file; classification: accuracy; gloss: loss)",
+        peak_mb: "peak RSS of the run's own process (training, with evaluation in 512-token batches)",
+        s_per_step:
+          'median wall time of one update (side nets: backbone forward + side step; QLoRA: the whole step)',
+        methods:
+          'LST r=8 random init; xLadder delta = layers/2; LST r=8 pruned init; QLoRA r=16 alpha=32 on every linear of every block; all AdamW wd 0.01, clip 1, warmup 5% + cosine to 0.1x, the same batches',
+      },
+      ...ppl,
+      lst_minus_qlora_accuracy: orNull(diff('lst', 'qlora', classification)),
+      xladder_minus_lst_accuracy: orNull(diff('xladder', 'lst', classification)),
+      pruned_over_random_steps_to_90: ratios.length ? round(mean(ratios)!) : null,
+      tasks: perTask,
     }),
   );
 } finally {
   rmSync(root, { recursive: true, force: true });
-}
-
-function summarise(m: Metrics) {
-  return { accuracy: round(m.accuracy), eval_loss: round(m.evalLoss) };
-}
-
-function report(run: Run) {
-  const at90 = run.curve.find(([, acc]) => acc >= 0.9);
-  const [, accuracy, evalLoss] = run.curve.at(-1)!;
-  return {
-    steps_to_90: at90 ? at90[0] : null,
-    final_eval_loss: evalLoss,
-    accuracy,
-    final_train_loss: round(run.final_train_loss),
-    train_step_ms: round(run.train_step_ms, 1),
-    trainable_params: run.trainable_params,
-    ...(run.trainer_eval_loss !== undefined
-      ? { trainer_eval_loss: run.trainer_eval_loss, trainer_accuracy: run.trainer_accuracy }
-      : {}),
-    curve: run.curve,
-  };
-}
-
-/** Greedy completions (text up to eos) of plain prompts through a stepper. */
-async function complete<C>(
-  stepper: Stepper<C>,
-  tok: BackboneTokenizer,
-  prompts: string[],
-): Promise<string[]> {
-  const out = await generate(
-    stepper,
-    prompts.map((p) => ({
-      prompt: tok.encode(p, { addSpecialTokens: true }),
-      params: { maxTokens: 8, stopTokenIds: [...tok.stopTokenIds] },
-    })),
-    { detokenize: (ids) => tok.decode(ids, { skipSpecialTokens: true }), padId: tok.padTokenId ?? 0 },
-  );
-  return out.map((r) => r.text ?? '');
-}
-
-interface Trained {
-  run: Run;
-  generate(prompts: string[]): Promise<string[]>;
-}
-
-/**
- * A side net through trainSideNet itself. Its checkpoint sink is where the parameters come out
- * between updates, so the sink evaluates them (every EVAL_EVERY updates, and the last).
- */
-async function trainSide(
-  method: Exclude<Method, 'qlora'>,
-  task: Task,
-  plan: { epochs: number; schedule: LrSchedule },
-  ctx: Ctx,
-): Promise<Trained> {
-  const { schedule } = plan;
-  const shape = resolveSideNet(ctx.cfg, sideNetInput(SIDE_NETS[method], ctx.cfg));
-  const scorer = await SideLogits.create(ctx.modelDir, ctx.buildCacheDir, shape, ctx.lmHead, session);
-  const curve: Run['curve'] = [];
-  const stepMs: number[] = [];
-  let last = performance.now();
-  let evalMs = 0;
-  try {
-    const result = await trainSideNet({
-      modelDir: ctx.modelDir,
-      buildCacheDir: ctx.buildCacheDir,
-      sideNet: SIDE_NETS[method],
-      train: task.train,
-      validation: task.validation,
-      hyperparameters: {
-        ...HP,
-        learningRate: schedule.peak,
-        epochs: plan.epochs,
-        tokenBudget: task.tokenBudget,
-      },
-      session,
-      checkpoint: {
-        everySteps: EVAL_EVERY,
-        sink: {
-          loadLatest: async () => undefined,
-          save: async (step, data) => {
-            const t0 = performance.now();
-            const { tensors } = decodeCheckpoint(data, `step ${step}`);
-            const params = Object.fromEntries(
-              sideNetParams(shape).map((p) => [p.name, f32(tensors[p.name]!, p.shape, p.name)]),
-            );
-            const m = await evaluate(
-              task.scored,
-              (b) => scorer.logits(params, b),
-              task.tokenBudget,
-              ctx.padTokenId,
-            );
-            curve.push([step, round(m.accuracy), round(m.evalLoss)]);
-            evalMs += performance.now() - t0;
-          },
-        },
-      },
-      onProgress: (p) => {
-        const now = performance.now();
-        if (p.step > 1) stepMs.push(now - last - evalMs); // the first includes session warm-up
-        last = now;
-        evalMs = 0;
-      },
-    });
-    if (result.summary.steps !== schedule.totalSteps)
-      throw new Error(
-        `${method}: trainSideNet took ${result.summary.steps} updates, not ${schedule.totalSteps}`,
-      );
-    const { finalEvalLoss, accuracy } = result.summary;
-    return {
-      run: {
-        curve,
-        trainable_params: sideNetParams(shape).reduce((n, p) => n + size(p.shape), 0),
-        train_step_ms: median(stepMs),
-        final_train_loss: result.summary.finalTrainLoss,
-        trainer_eval_loss: finalEvalLoss === null ? null : round(finalEvalLoss),
-        trainer_accuracy: accuracy ? round(accuracy.accuracy) : null,
-      },
-      async generate(prompts) {
-        // Generation's backbone: the side net's taps with the KV cache (the training pass has none).
-        const backbone = await Backbone.open(ctx.modelDir, {
-          cacheDir: ctx.buildCacheDir,
-          graph: { taps: [...shape.taps], logits: 'none' },
-          session,
-        });
-        const side = await createSession(toModelBytes(buildSideInferenceGraph(shape)), session);
-        try {
-          const stepper = new AdapterStepper(
-            backbone.stepper,
-            side,
-            shape,
-            adapterTensors(shape, result.params),
-            ctx.lmHead,
-          );
-          return await complete(stepper, ctx.tok, prompts);
-        } finally {
-          await Promise.all([side.dispose(), backbone.dispose(), scorer.dispose()]);
-        }
-      },
-    };
-  } catch (e) {
-    await scorer.dispose();
-    throw e;
-  }
-}
-
-/**
- * The QLoRA baseline with trainSideNet's loader (same seed and token budget), schedule and AdamW
- * settings, driven by TrainRunner over buildQloraTrainStep; evaluated through a backbone graph
- * whose linear hook adds the LoRA update (A, B fed as inputs while training, baked in as
- * initializers for generation).
- */
-async function qloraTrainer(ctx: Ctx) {
-  const { cfg } = ctx;
-  const source = await openCheckpoint(ctx.modelDir);
-  const step = await buildQloraTrainStep(cfg, source, {
-    ...LORA,
-    seed: HP.seed,
-    optim: { weightDecay: HP.weightDecay, maxGradNorm: HP.maxGradNorm },
-  });
-  const stepModel = toModelBytes(step.graph);
-  const evalSession = await createSession(
-    toModelBytes(await loraEvalGraph(cfg, source, LORA, 'all', 'inputs')),
-    session,
-  );
-  const logitsWith = (params: Record<string, Tensor>): Logits => loraLogits(evalSession, cfg, params);
-  const tensorsOf = (w: Record<string, Float32Array>) =>
-    Object.fromEntries(step.layout.params.map((p) => [p.name, f32(w[p.name]!, p.shape, p.name)]));
-
-  return {
-    /** Step 0 of every method is the backbone itself (LoRA B = 0, side Up = 0). */
-    evalAtInit: (task: Task) =>
-      evaluate(task.scored, logitsWith(tensorsOf(step.init)), task.tokenBudget, ctx.padTokenId),
-
-    async train(task: Task, schedule: LrSchedule): Promise<Trained> {
-      const runner = await TrainRunner.create({ layout: step.layout, step: stepModel }, step.init, {
-        session,
-      });
-      const loader = new BatchLoader(task.train, {
-        tokenBudget: task.tokenBudget,
-        maxBatchSize: HYPERPARAMETER_DEFAULTS.maxBatchSize,
-        seed: HP.seed,
-        shuffle: true,
-        padTokenId: ctx.padTokenId,
-      });
-      const curve: Run['curve'] = [];
-      const stepMs: number[] = [];
-      const epochLoss = { epoch: -1, sum: 0, targets: 0 };
-      try {
-        for (let t = 1; t <= schedule.totalSteps; t++) {
-          const t0 = performance.now();
-          const { batch, epoch } = loader.next();
-          const dims = [batch.size, batch.length];
-          const { loss } = await runner.step(
-            {
-              [QLORA_IO.inputIds]: i64(batch.inputIds, dims),
-              [QLORA_IO.labels]: i64(batch.labels, dims),
-              [QLORA_IO.attentionMask]: i64(batch.attentionMask, dims),
-              [QLORA_IO.positionIds]: i64(batch.positionIds, dims),
-            },
-            learningRateAt(t, schedule),
-          );
-          if (t > 1) stepMs.push(performance.now() - t0); // the first includes session warm-up
-          if (epochLoss.epoch !== epoch) Object.assign(epochLoss, { epoch, sum: 0, targets: 0 });
-          epochLoss.sum += loss * batch.targets;
-          epochLoss.targets += batch.targets;
-          if (t % EVAL_EVERY === 0 || t === schedule.totalSteps) {
-            const m = await evaluate(
-              task.scored,
-              logitsWith(runner.paramTensors()),
-              task.tokenBudget,
-              ctx.padTokenId,
-            );
-            curve.push([t, round(m.accuracy), round(m.evalLoss)]);
-          }
-        }
-        const weights = runner.params() as Record<string, Float32Array>;
-        return {
-          run: {
-            curve,
-            trainable_params: step.layout.params.reduce((n, p) => n + size(p.shape), 0),
-            train_step_ms: median(stepMs),
-            final_train_loss: epochLoss.sum / Math.max(1, epochLoss.targets),
-          },
-          async generate(prompts) {
-            const graph = await loraEvalGraph(cfg, source, LORA, 'last', weights);
-            const s = await createSession(toModelBytes(graph), session);
-            try {
-              return await complete(new BackboneStepper(s, cfg), ctx.tok, prompts);
-            } finally {
-              await s.dispose();
-            }
-          },
-        };
-      } finally {
-        await runner.dispose();
-      }
-    },
-
-    async dispose() {
-      await evalSession.dispose();
-      await source.close();
-    },
-  };
 }

@@ -1,4 +1,4 @@
-// The synthetic tasks of `npm run bench -- quality`, and the one scoring rule every method gets (over its full logits).
+// The real tasks of `npm run bench -- quality`, and the one scoring rule every method gets (over its full logits).
 
 import type { LinearHook } from '../gpu-worker/src/backbone/graph/emit.ts';
 import {
@@ -40,73 +40,137 @@ import {
   sideNetParams,
   TRAINING_TAP_DTYPE,
 } from '../gpu-worker/src/side-net/index.ts';
+import {
+  type ClassificationLine,
+  type CompletionLine,
+  genreTask,
+  glossTask,
+  spamTask,
+} from '../scripts/pretrain/tasks.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Tasks
 
 const jsonl = (rows: object[]) => rows.map((r) => JSON.stringify(r)).join('\n');
 
+export const TASKS = ['spam', 'genre', 'gloss'] as const;
+export type TaskName = (typeof TASKS)[number];
+
+export const METHODS = ['lst', 'xladder', 'lst_pruned', 'qlora'] as const;
+export type Method = (typeof METHODS)[number];
+
+/** One run of bench/quality.child.ts. */
+export interface ChildArg {
+  mode: 'train' | 'backbone' | 'ppl';
+  modelDir: string;
+  cacheDir: string;
+  threads: number;
+  task?: TaskName;
+  method?: Method;
+  lr?: number;
+  /** Updates to train (rounded to whole epochs of the loader's plan). */
+  steps?: number;
+  /** Evaluations on the test lines during training, besides the last. */
+  evals?: number;
+  seed?: number;
+  /** ppl: the pretraining work dir whose encoded streams are reused when their tokenizer matches. */
+  pretrainDir?: string;
+}
+
 export interface Task {
-  name: 'recall' | 'classification';
+  name: TaskName;
+  kind: 'classification' | 'generation';
+  /** The training lines less the dev lines. */
   train: TrainingExample[];
-  /** What the trainer's own evaluation gets (a cross-check of ours). */
+  /** What the trainer's own evaluation gets: the test lines with their gold completions. */
   validation: TrainingExample[];
+  /** Every 7th training line, held out of training: the learning-rate sweep picks by it. */
+  dev: EvalSet;
+  /** A spread subset of the test lines, scored every few updates for the learning curve. */
+  curve: EvalSet;
+  /** The test lines (held out of pretraining and of training). */
   scored: EvalSet;
   tokenBudget: number;
-  /** Greedy generation at the end: prompts and the exact text wanted. */
+  /** Greedy generation at the end, over the test lines: prompts and the text wanted. */
   prompts: { prompt: string; want: string }[];
 }
 
-/** Key -> value recall, "k17 =" -> " v{(17*5+3) % 8}": memorised, so scored on the training pairs. */
-export function recallTask(tok: DataTokenizer, keys: number): Task {
-  const pairs = Array.from({ length: keys }, (_, i) => ({
-    prompt: `k${i} =`,
-    completion: ` v${(i * 5 + 3) % 8}`,
-  }));
-  const { examples } = prepareDataset(jsonl(pairs), tok, { maxLength: 32 });
+/** Longest example, in tokens: emails and passages of ~320-360 characters fit. */
+const MAX_LENGTH = 256;
+// Every 7th line: 7 is prime to the label period of the interleaved task files (2 and 5 labels),
+// so the dev lines hold every label.
+const isDev = (_: unknown, i: number) => i % 7 === 3;
+/** Test lines scored during training (the curve): every k-th, at most CURVE_LINES of them. */
+const CURVE_LINES = 48;
+const spreadOf = <T>(xs: T[], n: number) =>
+  xs.length <= n ? xs : Array.from({ length: n }, (_, i) => xs[Math.floor((i * xs.length) / n)]!);
+
+/**
+ * One of the real tasks of scripts/pretrain/tasks.ts (SpamAssassin spam/ham, Brown genre, WordNet
+ * word -> gloss), all held out of the backbone's pretraining, as the platform's JSONL lines.
+ */
+export function realTask(name: TaskName, tok: DataTokenizer): Task {
+  if (name === 'gloss') {
+    const { train, test } = glossTask();
+    const examples = (rows: CompletionLine[]) =>
+      prepareDataset(jsonl(rows), tok, { maxLength: MAX_LENGTH }).examples;
+    const testExamples = examples(test);
+    return {
+      name,
+      kind: 'generation',
+      train: examples(train.filter((l, i) => !isDev(l, i))),
+      validation: testExamples,
+      dev: { kind: 'exact', examples: examples(train.filter(isDev)) },
+      curve: { kind: 'exact', examples: spreadOf(testExamples, CURVE_LINES) },
+      scored: { kind: 'exact', examples: testExamples },
+      tokenBudget: 512,
+      prompts: test.map((l) => ({ prompt: l.prompt, want: l.completion })),
+    };
+  }
+  const { train, test } = name === 'spam' ? spamTask() : genreTask();
+  const fit = prepareDataset(jsonl(train.filter((l, i) => !isDev(l, i))), tok, { maxLength: MAX_LENGTH });
+  const labels = fit.labels!;
+  const labelled = (rows: ClassificationLine[]): EvalSet => ({
+    kind: 'labels',
+    labels,
+    texts: rows.map((r) => ({
+      gold: r.label,
+      candidates: classificationCandidates(tok, r.text, labels, { maxLength: MAX_LENGTH }),
+    })),
+  });
   return {
-    name: 'recall',
-    train: examples,
-    validation: examples,
-    scored: { kind: 'exact', examples },
-    tokenBudget: 128,
-    prompts: pairs.map((p) => ({ prompt: p.prompt, want: p.completion })),
+    name,
+    kind: 'classification',
+    train: fit.examples,
+    validation: prepareDataset(jsonl(test), tok, { maxLength: MAX_LENGTH, labels }).examples,
+    dev: labelled(train.filter(isDev)),
+    curve: labelled(spreadOf(test, CURVE_LINES)),
+    scored: labelled(test),
+    tokenBudget: 1024,
+    prompts: test.map((r) => ({ prompt: classificationPrompt(r.text), want: ` ${r.label}` })),
   };
 }
 
-/**
- * Two-word texts holding one marker word (single tokens of the tiny BPE: " the", " and", " of"
- * mark "warm"; " is", " World", " system" mark "cool") and a filler, in either order; half the
- * texts are held out, so the net has to find the marker, not remember the pairs.
- */
-export function classificationTask(tok: DataTokenizer): Task {
-  const warm = ['the', 'and', 'of'];
-  const cool = ['is', 'World', 'system'];
-  const fillers = ['box', 'cat', 'sky', 'map', 'pen', 'cup', 'hat', 'owl', 'dog', 'sun', 'car', 'bed'];
-  const all: { text: string; label: string }[] = [];
-  for (const m of [...warm, ...cool])
-    for (const f of fillers)
-      for (const first of [true, false])
-        all.push({ text: first ? `${m} ${f}` : `${f} ${m}`, label: warm.includes(m) ? 'warm' : 'cool' });
-  const trainRows = all.filter((_, i) => i % 4 === 0 || i % 4 === 3);
-  const heldOut = all.filter((_, i) => i % 4 === 1 || i % 4 === 2);
-  const train = prepareDataset(jsonl(trainRows), tok, { maxLength: 64 });
-  const labels = train.labels!;
-  return {
-    name: 'classification',
-    train: train.examples,
-    validation: prepareDataset(jsonl(heldOut), tok, { maxLength: 64, labels }).examples,
-    scored: {
-      kind: 'labels',
-      labels,
-      texts: heldOut.map((r) => ({
-        gold: r.label,
-        candidates: classificationCandidates(tok, r.text, labels, { maxLength: 64 }),
-      })),
-    },
-    tokenBudget: 512,
-    prompts: heldOut.map((r) => ({ prompt: classificationPrompt(r.text), want: ` ${r.label}` })),
-  };
+/** SQuAD-style token F1 of a generated text against the reference (lower-cased words). */
+export function tokenF1(got: string, want: string): number {
+  const words = (t: string) => t.toLowerCase().match(/[a-z0-9']+/g) ?? [];
+  const g = words(got);
+  const w = words(want);
+  if (!g.length || !w.length) return +(g.length === w.length);
+  const left = new Map<string, number>();
+  for (const x of w) left.set(x, (left.get(x) ?? 0) + 1);
+  let common = 0;
+  for (const x of g) {
+    const n = left.get(x) ?? 0;
+    if (n > 0) {
+      common++;
+      left.set(x, n - 1);
+    }
+  }
+  if (!common) return 0;
+  const precision = common / g.length;
+  const recall = common / w.length;
+  return (2 * precision * recall) / (precision + recall);
 }
 
 // ---------------------------------------------------------------------------------------------
