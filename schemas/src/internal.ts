@@ -56,7 +56,13 @@ export const GenerateRequest = z.strictObject({
   prompt: Prompt,
   sampling: SamplingParams,
   stream: z.boolean().default(false),
-  /** Opt out of sharing prompt-prefix cache entries with other tenants. */
+  /**
+   * Whose prompt-prefix cache entries this request may reuse: the tenant's own (absent or
+   * 'tenant', the default: another tenant's prompts never speed this one up, so time to first
+   * token says nothing about them), or those of every tenant that opted in ('shared').
+   */
+  prefix_cache: z.enum(['tenant', 'shared']).optional(),
+  /** Narrows the scope further: only requests with the same salt share entries. */
   cache_salt: z.string().max(128).optional(),
 });
 export type GenerateRequest = z.infer<typeof GenerateRequest>;

@@ -115,3 +115,41 @@ export function selectRows(t: Tensor, idx: readonly number[]): Tensor {
   for (const [i, b] of idx.entries()) out.set(src.subarray(b * per, (b + 1) * per), i * per);
   return f32(out, [idx.length, ...t.dims.slice(1).map(Number)]);
 }
+
+/** Columns [from, from + len) of one sequence's cache, per layer (heads, len, headDim) (copies). */
+export function sliceRowKv(spec: KvSpec, r: RowKv, from: number, len: number): RowKv {
+  const { heads: H, headDim: dh } = spec;
+  const cut = (x: Float32Array) => {
+    const out = new Float32Array(H * len * dh);
+    for (let h = 0; h < H; h++) {
+      const src = (h * r.len + from) * dh;
+      out.set(x.subarray(src, src + len * dh), h * len * dh);
+    }
+    return out;
+  };
+  return { len, keys: r.keys.map(cut), values: r.values.map(cut) };
+}
+
+/** Caches of consecutive spans of one sequence, as one (copies). */
+export function concatRowKv(spec: KvSpec, rows: readonly RowKv[]): RowKv {
+  const { heads: H, headDim: dh, layers } = spec;
+  const len = rows.reduce((n, r) => n + r.len, 0);
+  const join = (pick: (r: RowKv) => Float32Array) => {
+    const out = new Float32Array(H * len * dh);
+    for (let h = 0; h < H; h++) {
+      let at = h * len * dh;
+      for (const r of rows) {
+        out.set(pick(r).subarray(h * r.len * dh, (h + 1) * r.len * dh), at);
+        at += r.len * dh;
+      }
+    }
+    return out;
+  };
+  const keys: Float32Array[] = [];
+  const values: Float32Array[] = [];
+  for (let l = 0; l < layers; l++) {
+    keys.push(join((r) => r.keys[l]!));
+    values.push(join((r) => r.values[l]!));
+  }
+  return { len, keys, values };
+}

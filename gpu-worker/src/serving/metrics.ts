@@ -9,6 +9,16 @@ interface Family {
   name: string;
   help: string;
   type: 'counter' | 'gauge' | 'histogram';
+  /**
+   * Left out of the open exposition: what it counts tells one tenant about another's requests
+   * (a prefix-cache hit says that someone sent the same prompt before).
+   */
+  private?: boolean;
+}
+
+export interface RenderOptions {
+  /** Include the private families (for a caller that proved who it is). Default: left out. */
+  includePrivate?: boolean;
 }
 
 const labelText = (labels: Labels) => {
@@ -86,8 +96,8 @@ export class Histogram {
 export class Registry {
   private readonly families: { family: Family; lines: () => string[] }[] = [];
 
-  counter(name: string, help: string): Counter {
-    const c = new Counter({ name, help, type: 'counter' });
+  counter(name: string, help: string, opts: { private?: boolean } = {}): Counter {
+    const c = new Counter({ name, help, type: 'counter', ...opts });
     this.families.push({ family: c.family, lines: () => c.lines() });
     return c;
   }
@@ -110,9 +120,10 @@ export class Registry {
     return h;
   }
 
-  render(): string {
+  render(options: RenderOptions = {}): string {
     const out: string[] = [];
     for (const { family, lines } of this.families) {
+      if (family.private && !options.includePrivate) continue;
       out.push(`# HELP ${family.name} ${family.help}`, `# TYPE ${family.name} ${family.type}`, ...lines());
     }
     return `${out.join('\n')}\n`;
@@ -130,9 +141,19 @@ export function workerMetrics() {
     completionTokens: r.counter('ladder_completion_tokens_total', 'Tokens generated'),
     prefixHits: r.counter(
       'ladder_prefix_cache_hits_total',
-      'Prompts whose backbone prefill came from the prefix cache',
+      'Prompts whose whole backbone prefill came from the prefix cache',
+      { private: true },
     ),
-    prefixMisses: r.counter('ladder_prefix_cache_misses_total', 'Prompts prefilled through the backbone'),
+    prefixHitTokens: r.counter(
+      'ladder_prefix_cache_hit_tokens_total',
+      'Prompt tokens whose backbone prefill came from the prefix cache (whole prompts and cached blocks)',
+      { private: true },
+    ),
+    prefixMisses: r.counter(
+      'ladder_prefix_cache_misses_total',
+      'Prompts prefilled through the backbone (wholly or after cached blocks)',
+      { private: true },
+    ),
     queueDepth: r.gauge('ladder_queue_depth', 'Requests waiting to join the running batch'),
     batchSize: r.gauge('ladder_batch_size', 'Sequences in the running batch'),
     batchTokens: r.gauge('ladder_batch_tokens', 'Reserved tokens (prompt + max_tokens) of the running batch'),

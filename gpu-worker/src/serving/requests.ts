@@ -40,6 +40,7 @@ export function generationJob(
     params,
     seed: s.seed ?? 0,
     adapter,
+    sharePrefixCache: req.prefix_cache === 'shared',
     salt: req.cache_salt,
     ...extra,
   };

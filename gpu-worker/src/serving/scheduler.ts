@@ -16,7 +16,8 @@ import type { ComputeGate } from './gate.ts';
 import { maskRow, PackedKv, type RowKv, selectRows } from './kv.ts';
 import type { WorkerMetrics } from './metrics.ts';
 import type { ServingModel, SideModel } from './model.ts';
-import { PrefixCache, type PromptActs } from './prefix-cache.ts';
+import { backbonePrefill, type PrefillRow } from './prefill.ts';
+import { PrefixCache, type PromptActs, type PromptKeys } from './prefix-cache.ts';
 import { RowWeights, stackRows, swapRemovePlan } from './row-weights.ts';
 
 export interface SchedulerOptions {
@@ -37,7 +38,11 @@ export interface GenerationJob {
   seed: number;
   /** Released by the scheduler when the sequence ends. */
   adapter: Lease<ReadyAdapter> | null;
-  /** Prefix-cache salt: a salted prompt never shares cache entries with unsalted ones. */
+  /**
+   * Prefix-cache scope: entries are the tenant's own unless it opted in to sharing them with the
+   * other tenants that did; a salt narrows either to the requests passing the same salt.
+   */
+  sharePrefixCache?: boolean | undefined;
   salt?: string | undefined;
   signal?: AbortSignal | undefined;
   onDelta?: ((text: string) => void) | undefined;
@@ -142,7 +147,7 @@ export class Scheduler {
     private readonly metrics: WorkerMetrics,
     readonly options: SchedulerOptions,
   ) {
-    this.prefix = new PrefixCache(options.prefixCacheBytes);
+    this.prefix = new PrefixCache(options.prefixCacheBytes, model.kv);
     this.loopDone = this.loop();
   }
 
@@ -300,25 +305,45 @@ export class Scheduler {
     return out;
   }
 
-  /** Prompts to first tokens; returns the sequences that go on decoding. */
+  /**
+   * Prompts to first tokens; returns the sequences that go on decoding. Each prompt takes what
+   * the prefix cache has in its scope: all of it (no backbone), or its longest run of cached
+   * blocks (the backbone runs from there). Identical prompts of one scope run once.
+   */
   private async prefill(seqs: Seq[]): Promise<Seq[]> {
-    const misses = new Map<string, Seq[]>();
+    const misses = new Map<string, { keys: PromptKeys; cached: PrefillRow['cached']; seqs: Seq[] }>();
     for (const s of seqs) {
-      const key = PrefixCache.key(s.job.prompt, s.job.salt);
-      const hit = this.prefix.get(key);
-      if (hit) {
-        s.acts = hit;
-        this.metrics.prefixHits.inc();
-      } else misses.set(key, [...(misses.get(key) ?? []), s]);
+      const keys = PrefixCache.keys(s.job.prompt, {
+        tenant: s.job.tenant,
+        shared: s.job.sharePrefixCache,
+        salt: s.job.salt,
+      });
       this.metrics.promptTokens.inc(s.job.prompt.length);
+      const group = misses.get(keys.whole);
+      if (group) {
+        group.seqs.push(s);
+        continue;
+      }
+      const found = this.prefix.lookup(keys, s.job.prompt.length);
+      if (found.tokens > 0) this.metrics.prefixHitTokens.inc(found.tokens);
+      if (found.kind === 'whole') {
+        s.acts = found.acts;
+        this.metrics.prefixHits.inc();
+        continue;
+      }
+      const cached = found.kind === 'prefix' ? { acts: found.acts, tokens: found.tokens } : undefined;
+      misses.set(keys.whole, { keys, cached, seqs: [s] });
     }
     if (misses.size) {
-      const unique = [...misses.entries()];
-      const acts = await this.backbonePrefill(unique.map(([, group]) => group[0]!.job.prompt));
-      unique.forEach(([key, group], i) => {
-        this.prefix.put(key, acts[i]!);
-        this.metrics.prefixMisses.inc(group.length);
-        for (const s of group) s.acts = acts[i]!;
+      const unique = [...misses.values()];
+      const acts = await backbonePrefill(
+        this.model,
+        unique.map((u) => ({ prompt: u.seqs[0]!.job.prompt, cached: u.cached })),
+      );
+      unique.forEach((u, i) => {
+        this.prefix.store(u.keys, acts[i]!);
+        this.metrics.prefixMisses.inc(u.seqs.length);
+        for (const s of u.seqs) s.acts = acts[i]!;
       });
     }
     const logits = new Map<Seq, Float32Array>();
@@ -334,32 +359,6 @@ export class Scheduler {
     }
     for (const s of seqs) this.accept(s, sampleToken(logits.get(s)!, s.job.params, s.rng));
     return seqs.filter((s) => !s.done);
-  }
-
-  /** One backbone run over left-padded prompts; each prompt's results cut out unpadded. */
-  private async backbonePrefill(prompts: number[][]): Promise<PromptActs[]> {
-    const T = Math.max(...prompts.map((p) => p.length));
-    const d = this.model.config.hiddenSize;
-    const pad = this.model.tokenizer.padTokenId ?? 0;
-    const ids = prompts.map((p) => [...new Array<number>(T - p.length).fill(pad), ...p]);
-    const mask = prompts.map((p) => maskRow(T, p.length, 0));
-    const positions = prompts.map((p) => [...new Array<number>(T - p.length).fill(0), ...p.map((_, t) => t)]);
-    const { outputs, present } = await this.model.run({ ids, mask, positions }, 'prefill');
-    const lens = prompts.map((p) => p.length);
-    const kv = PackedKv.fromTensors(this.model.kv, lens, present.keys, present.values);
-    const last = lastRows(outputs[IO.logits]!);
-    const cut = (t: Tensor, b: number, len: number) =>
-      (t.data as Float32Array).slice((b * T + T - len) * d, (b * T + T) * d); // (len, d)
-    return prompts.map((p, b) => {
-      const taps = new Map<number, Float32Array>();
-      for (let t = 0; t <= this.model.config.layers; t++) taps.set(t, cut(outputs[IO.tap(t)]!, b, p.length));
-      return {
-        bb: kv.row(b),
-        taps,
-        finalHidden: cut(outputs[IO.finalHidden]!, b, p.length),
-        lastLogits: last[b]!.slice(),
-      };
-    });
   }
 
   /** The side net over new rows' prompts (from their backbone results), all adapters of one shape in one pass. */
