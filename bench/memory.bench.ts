@@ -1,8 +1,9 @@
 // Peak memory and step time of LST, xLadder and QLoRA on one generated 4-bit backbone (d=1024, 16 layers, V=32000) at T = 256/1024/2048, batch 1 and 4, each in its own process.
 // Four-way at each T: QLoRA without and with per-block gradient checkpointing, LST as the seed runs
 // it (no savers) and LST with every saver (the trainer's defaults), so each ratio compares like
-// with like. Batch 4 runs at BENCH_B4_T only (default 2048) and without xLadder: the ratios that
-// matter are there, and the bench stays under 15 minutes on a 2-core machine.
+// with like. Batch 4 runs at BENCH_B4_T only (default 2048), LST with every saver and plain QLoRA
+// only (BENCH_B4_METHODS widens it), QLoRA for one step without a warm-up: the existing b4 ratio
+// needs no more, and all four at B=4 took 28 of a 48-minute run on this 2-core machine.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,8 +32,9 @@ const SAVERS: Record<(typeof METHODS)[number], string> = {
       : 'block recompute, float16 taps, taps parked on disk between phases (backbone closed while side steps run)',
   xladder: 'as lst',
 };
+const B4_METHODS = (process.env.BENCH_B4_METHODS ?? 'qlora,lst').split(',');
 const methodsAt = (T: number, B: number): readonly (typeof METHODS)[number][] =>
-  B === 1 ? METHODS : B4_SEQS.includes(T) ? METHODS.filter((m) => m !== 'xladder') : [];
+  B === 1 ? METHODS : B4_SEQS.includes(T) ? METHODS.filter((m) => B4_METHODS.includes(m)) : [];
 const key = (m: string) => m.replace('-', '_'); // qlora-ckpt -> qlora_ckpt_peak_mb
 
 function child(arg: object): Record<string, number | string> {
@@ -77,7 +79,7 @@ try {
       if (!methods.length) continue;
       const row: Record<string, number | string> = {};
       for (const method of methods) {
-        const r = child({ method, T, B, ckpt, cache, steps: STEPS });
+        const r = child({ method, T, B, ckpt, cache, steps: STEPS, warmup: B === 1 });
         if ('error' in r) row[`${key(method)}_error`] = r.error!;
         else {
           row[`${key(method)}_peak_mb`] = r.peak_mb!;
@@ -134,11 +136,13 @@ try {
       backbone: { d: D, layers: LAYERS, vocab: 32000, bits: 4 },
       steps_measured: STEPS,
       // LST and xLadder run through the trainer (trainSideNet): two windows of W micro-batches,
-      // the second timed with its backbone load; QLoRA runs its step STEPS times after a warm-up.
+      // the second timed with its backbone load; seed LST 2W updates, the last W timed; QLoRA (with
+      // or without checkpointing) its step STEPS times, after a warm-up step at batch 1.
       side_nets: {
         taps: process.env.BENCH_SCHEDULE === 'interleaved' ? 'interleaved' : 'phased',
         window: Math.max(2, STEPS),
       },
+      batch4: { seqs: B4_SEQS, methods: B4_METHODS, qlora_steps: 'timed from the first, no warm-up step' },
       configs: results,
       peak_ratio_lst_over_qlora_t2048: ratio(
         num('t2048_b1', 'lst_peak_mb'),

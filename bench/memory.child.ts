@@ -26,6 +26,10 @@ const arg = JSON.parse(process.argv[2]!) as {
   ckpt: string;
   cache: string;
   steps: number;
+  /** QLoRA only: false times its first step instead of the ones after a warm-up step (default true). */
+  warmup?: boolean;
+  /** lst-seed only: turn savers back on one at a time (to check the driver against the trainer). */
+  seed?: { recompute?: boolean; tapDtype?: 'float32' | 'float16' };
 };
 const cfg = await loadConfig(arg.ckpt);
 const { T, B } = arg;
@@ -77,7 +81,8 @@ if (arg.method === 'qlora' || arg.method === 'qlora-ckpt') {
   const runner = await TrainRunner.create({ layout, step: join(dir, 'model.onnx') }, init, {
     session: TRAINING_SESSION,
   });
-  for (let s = 0; s < arg.steps + 1; s++) {
+  const skip = arg.warmup === false ? 0 : 1;
+  for (let s = 0; s < arg.steps + skip; s++) {
     const start = performance.now();
     await runner.step(
       {
@@ -89,12 +94,13 @@ if (arg.method === 'qlora' || arg.method === 'qlora-ckpt') {
       1e-4,
     );
     await collectGarbage();
-    if (s > 0) times.push(performance.now() - start);
+    if (s >= skip) times.push(performance.now() - start);
   }
 } else if (arg.method === 'lst-seed') {
   // As many updates as the trainer's two windows (2 x W), the second half timed.
   const W = Math.max(2, arg.steps);
-  times.push(...(await seedLstSteps({ ckpt: arg.ckpt, cache: arg.cache, T, B, steps: W, ids, labels })));
+  const run = { ckpt: arg.ckpt, cache: arg.cache, T, B, steps: W, ids, labels, ...arg.seed };
+  times.push(...(await seedLstSteps(run)));
 } else {
   // The trainer itself (trainSideNet), on B x 2W examples of length T: two windows of W
   // micro-batches, one update each. The first window loads everything; the second is timed, its
