@@ -11,9 +11,22 @@ import { stackRows } from './row-weights.ts';
 import type { GenerationJob } from './scheduler.ts';
 import { SCORE_IO } from './score-graph.ts';
 
-/** Text through the tokenizer, or chat messages through the backbone's chat template. */
+/**
+ * Text through the tokenizer, or chat messages through the backbone's chat template. A text that
+ * encodes to no tokens (the empty prompt, with a tokenizer that adds no bos) starts from the
+ * document boundary, as OpenAI's completions do for `prompt: ""`: the bos token, else the eos
+ * (GPT's and Qwen's <|endoftext|>).
+ */
 export function encodePrompt(model: ServingModel, prompt: Prompt): number[] {
-  return 'text' in prompt ? model.tokenizer.encode(prompt.text) : model.backbone.encodeChat(prompt.messages);
+  if (!('text' in prompt)) return model.backbone.encodeChat(prompt.messages);
+  const ids = model.tokenizer.encode(prompt.text);
+  if (ids.length > 0) return ids;
+  const boundary = model.tokenizer.bosTokenId ?? model.tokenizer.eosTokenId;
+  if (boundary === undefined)
+    throw new RangeError(
+      'prompt.text: empty, and the tokenizer has neither a bos nor an eos token to start from',
+    );
+  return [boundary];
 }
 
 /** A validated GenerateRequest as the scheduler takes it. */

@@ -164,7 +164,7 @@ export class Scheduler {
     const o = this.options;
     const reserve = job.prompt.length + job.params.maxTokens;
     const maxPos = this.model.config.maxPositions;
-    if (job.prompt.length === 0) throw new RequestTooLargeError('the prompt has no tokens');
+    if (job.prompt.length === 0) throw new RangeError('prompt: no tokens to start from');
     if (reserve > o.maxBatchTokens)
       throw new RequestTooLargeError(
         `prompt (${job.prompt.length} tokens) + max_tokens (${job.params.maxTokens}) = ${reserve} is over this worker's batch cap of ${o.maxBatchTokens} tokens`,

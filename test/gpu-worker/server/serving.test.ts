@@ -250,6 +250,33 @@ describe('refusals', () => {
     expect(await wrongSha.text()).toMatch(/sha256/);
   });
 
+  it('refuses a prompt over the context as 400 context_length_exceeded, naming the sizes', async () => {
+    const res = await signed(
+      worker.url,
+      '/internal/v1/generate',
+      gen({ prompt: { text: 'Hello World '.repeat(800) } }),
+    );
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { code: string; type: string; message: string } };
+    expect(body.error).toMatchObject({ code: 'context_length_exceeded', type: 'invalid_request_error' });
+    expect(body.error.message).toMatch(/prompt \(\d+ tokens\) \+ max_tokens \(8\)/);
+  });
+
+  it('generates from the document boundary for an empty prompt, as OpenAI completions accept prompt ""', async () => {
+    // The tiny tokenizer adds no bos: '' encodes to no tokens, and the eos starts the text.
+    const res = await generate(gen({ prompt: { text: '' }, sampling: { max_tokens: 4, temperature: 0 } }));
+    expect(res.usage.prompt_tokens).toBe(1);
+    expect(sampled(res)).toBeGreaterThan(0);
+    const scored = await signed(worker.url, '/internal/v1/score', {
+      request_id: 'score-empty',
+      tenant: 'tenant-a',
+      prompt: { text: '' },
+      completion: ' the',
+      adapters: [null],
+    });
+    expect(scored.status, await scored.clone().text()).toBe(200);
+  });
+
   it('never serves a corrupt adapter', async () => {
     const res = await signed(worker.url, '/internal/v1/generate', gen({ adapter: refOf(corrupt) }));
     expect(res.status).toBe(422);
