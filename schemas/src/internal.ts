@@ -182,6 +182,27 @@ export const StartJobResponse = z.strictObject({
 });
 export type StartJobResponse = z.infer<typeof StartJobResponse>;
 
+/**
+ * Edge -> worker, POST /internal/v1/purge: delete what a worker keeps of one job after its model or
+ * its training file was deleted: the cached copies of its training files and its activation cache,
+ * and, with `adapter`, also the adapter (every version) and the job's checkpoints. Idempotent.
+ */
+export const PurgeRequest = z.strictObject({
+  tenant: SafeId,
+  job_id: SafeId,
+  adapter: z.strictObject({ adapter_id: SafeId, version: z.number().int().positive() }).optional(),
+});
+export type PurgeRequest = z.infer<typeof PurgeRequest>;
+
+export const PurgeResponse = z.strictObject({
+  job_id: SafeId,
+  /** Adapter versions that were visible before the purge. */
+  adapter_versions: z.number().int().min(0),
+  checkpoints: z.boolean(),
+  datasets: z.boolean(),
+});
+export type PurgeResponse = z.infer<typeof PurgeResponse>;
+
 /** The values a job trains with, `'auto'` resolved (on the `started` event). */
 export const ResolvedTraining = z.strictObject({
   n_epochs: z.number().int().min(1),

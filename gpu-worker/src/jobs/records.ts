@@ -35,6 +35,8 @@ export const JobRecord = z.strictObject({
   adapter: AdapterManifest.nullable(),
   billed_training_tokens: z.number().int().min(0).nullable(),
   error: z.string().nullable(),
+  /** A finished job's training copies, activation cache and checkpoints are deleted (jobs/purge.ts). */
+  data_purged: z.boolean().optional(),
   updated_at: z.iso.datetime(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;

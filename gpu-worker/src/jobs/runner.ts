@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { AdapterStore } from '@ladder/adapters';
 import {
@@ -25,6 +24,7 @@ import {
 } from '../side-net/trainer/index.ts';
 import { EVENT_POSTER_DEFAULTS, type EventPosterOptions, postWithRetries } from './events.ts';
 import { estimateTrainingMemory } from './memory.ts';
+import { jobDatasetName, type PurgeReport, purgeJobData, sweepStagedTaps } from './purge.ts';
 import type { JobRecord, JobRecordStore } from './records.ts';
 import { contextWarning, type JobTraining, jobTraining } from './training.ts';
 
@@ -111,7 +111,9 @@ export class JobRunner {
 
   /** Every job left queued or running by an earlier process, from its latest checkpoint; pending events re-sent. */
   resumeAll(): void {
+    sweepStagedTaps(this.config.LADDER_DATA_DIR);
     for (const r of this.jobs.values()) {
+      if (TERMINAL.includes(r.status) && !r.data_purged) this.cleanup(r.request.job_id);
       if (!TERMINAL.includes(r.status) && r.status !== PAUSED) this.enqueue(r.request.job_id);
       if (r.outbox.length) this.flush(r.request.job_id);
     }
@@ -370,11 +372,42 @@ export class JobRunner {
   ) {
     const rec = this.save({ ...r, status, error: status === 'failed' ? message : null });
     this.emit(rec, status, `${r.request.job_id}-${status}`, { message, ...extra });
+    this.cleanup(r.request.job_id);
+  }
+
+  /**
+   * A finished job's training data goes from this worker at once: the cached training files, the
+   * activation cache and the checkpoints (a succeeded job's adapter holds its final weights; a
+   * failed or cancelled one is never resumed). Retried by the sweep at the next start if it fails.
+   */
+  private cleanup(jobId: string): void {
+    const r = this.jobs.get(jobId)!;
+    void purgeJobData(this.tenantStore(r.request.tenant), this.config.LADDER_DATA_DIR, jobId, {
+      checkpoints: true,
+    }).then(
+      () => this.save({ ...this.jobs.get(jobId)!, data_purged: true }),
+      (e) => console.error(`gpu-worker: cleaning up job ${jobId}: ${(e as Error).message}`),
+    );
+  }
+
+  /**
+   * The edge deleted a model or a training file: everything this worker keeps of the job goes
+   * (with `adapterId`, its adapter too). A job still training keeps what it holds in memory and
+   * its checkpoints, and is cleaned up when it ends. Undefined: the job is another tenant's.
+   */
+  async purge(tenant: string, jobId: string, adapterId?: string): Promise<PurgeReport | undefined> {
+    const r = this.jobs.get(jobId);
+    if (r && r.request.tenant !== tenant) return undefined;
+    const live = r !== undefined && !TERMINAL.includes(r.status);
+    return purgeJobData(this.tenantStore(tenant), this.config.LADDER_DATA_DIR, jobId, {
+      checkpoints: !live,
+      adapterId,
+    });
   }
 
   private async trainingText(r: JobRecord, url: string, kind: 'train' | 'validation'): Promise<string> {
     const datasets = this.tenantStore(r.request.tenant).datasets;
-    const name = `job-${createHash('sha256').update(r.request.job_id).digest('hex').slice(0, 24)}.${kind}.jsonl`;
+    const name = jobDatasetName(r.request.job_id, kind);
     try {
       return new TextDecoder().decode(await datasets.get(name));
     } catch {
