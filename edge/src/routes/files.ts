@@ -8,6 +8,7 @@ import {
   listOf,
   sha256Hex,
 } from '@ladder/schemas';
+import { purgeOnWorkers } from '../jobs/purge.ts';
 import { config } from '../lib/config.ts';
 import { ApiException, invalidRequest, notFound } from '../lib/errors.ts';
 import { newId, unixSeconds } from '../lib/ids.ts';
@@ -190,6 +191,7 @@ export function fileRoutes() {
       method: 'delete',
       path: '/v1/files/{file_id}',
       security: bearer,
+      description: "Deletes the file, and the GPU workers' cached copies of it.",
       request: { params: IdParam('file_id') },
       responses: {
         200: json(z.object({ id: z.string(), object: z.literal('file'), deleted: z.boolean() })),
@@ -204,6 +206,17 @@ export function fileRoutes() {
         .bind(id, row.tenant_id)
         .run();
       await c.env.FILES.delete(row.r2_key);
+      // The workers' cached copies of it (and the activation caches made from it) go too.
+      const { results: jobs } = await c.env.DB.prepare(
+        'SELECT id, worker_id FROM jobs WHERE tenant_id = ? AND (training_file = ? OR validation_file = ?)',
+      )
+        .bind(row.tenant_id, id, id)
+        .all<{ id: string; worker_id: string | null }>();
+      await purgeOnWorkers(
+        c.env,
+        jobs.map((j) => ({ tenant: row.tenant_id, job_id: j.id })),
+        jobs.map((j) => j.worker_id),
+      );
       return c.json({ id, object: 'file' as const, deleted: true }, 200);
     },
   );

@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { listOf, ModelObject } from '@ladder/schemas';
 import { registry } from '../durable-objects/worker-registry.ts';
+import { purgeOnWorkers } from '../jobs/purge.ts';
 import { config } from '../lib/config.ts';
 import { invalidRequest, notFound } from '../lib/errors.ts';
 import { unixSeconds } from '../lib/ids.ts';
@@ -64,7 +65,8 @@ export function modelRoutes() {
       method: 'delete',
       path: '/v1/models/{model}',
       security: bearer,
-      description: "Deletes one of the tenant's adapters (backbones cannot be deleted).",
+      description:
+        "Deletes one of the tenant's adapters (backbones cannot be deleted), and on the GPU workers its weights, its job's checkpoints and cached training data.",
       request: { params: ModelParam },
       responses: {
         200: json(z.object({ id: z.string(), object: z.literal('model'), deleted: z.boolean() })),
@@ -76,12 +78,21 @@ export function modelRoutes() {
       if (config(c.env).backbones.includes(id))
         throw invalidRequest('A backbone cannot be deleted.', 'model', 'model_not_deletable');
       const tenant = c.get('tenant').id;
+      const row = await findAdapter(c.env, tenant, id);
       const res = await c.env.DB.prepare(
         'UPDATE adapters SET deleted_at = ? WHERE tenant_id = ? AND model_id = ? AND deleted_at IS NULL',
       )
         .bind(unixSeconds(), tenant, id)
         .run();
-      if (res.meta.changes === 0) throw notFound('model', id, 'model');
+      if (!row || res.meta.changes === 0) throw notFound('model', id, 'model');
+      const job = await c.env.DB.prepare('SELECT worker_id FROM jobs WHERE id = ?')
+        .bind(row.job_id)
+        .first<{ worker_id: string | null }>();
+      await purgeOnWorkers(
+        c.env,
+        [{ tenant, job_id: row.job_id, adapter: { adapter_id: row.id, version: row.version } }],
+        [job?.worker_id ?? null],
+      );
       return c.json({ id, object: 'model' as const, deleted: true }, 200);
     },
   );
