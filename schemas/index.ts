@@ -100,6 +100,7 @@ export {
   DEV_SIGNING_SECRET,
   deriveSecret,
   deriveWorkerSecret,
+  NONCE_HEADER,
   REPLAY_WINDOW_S,
   SIGNATURE_HEADER,
   sha256Hex,

@@ -8,14 +8,14 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeTinyCheckpoint } from '../gpu-worker/src/backbone/dev/tiny-checkpoint.ts';
 import { MALLOC_ENV } from '../gpu-worker/src/runtime/memory.ts';
+import { DEV_SIGNING_SECRET, deriveWorkerSecret } from '../schemas/index.ts';
 import { type Supervised, type SuperviseOptions, supervise } from './supervise.ts';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name: string) => join(ROOT, 'node_modules', '.bin', name);
 
-/** Must match edge/wrangler.jsonc's local defaults (production sets real secrets). */
+/** Must match edge/.dev.vars (production sets real secrets). */
 const DEV_ADMIN_TOKEN = 'dev-admin-token';
-const DEV_SIGNING_SECRET = 'dev-worker-signing-secret';
 export const DEFAULT_BACKBONE_NAME = 'ladder-tiny';
 /** The pretrained default backbone committed to the repo (scripts/pretrain; models/ladder-base/README.md). */
 export const PRETRAINED_BACKBONE = { name: 'ladder-base', dir: join(ROOT, 'models', 'ladder-base') } as const;
@@ -190,6 +190,10 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       ],
       wranglerEnv,
     );
+    // The worker's own credential, derived from the edge's development master as the edge derives it.
+    const workerId = opts.workerEnv?.LADDER_WORKER_ID ?? process.env.LADDER_WORKER_ID ?? 'worker-local';
+    const workerSecret =
+      process.env.LADDER_WORKER_SECRET ?? (await deriveWorkerSecret(DEV_SIGNING_SECRET, workerId));
     // One Node process (tsx as a loader, not a wrapper), so a signal reaches the worker itself.
     const workerEnv = {
       ...MALLOC_ENV,
@@ -201,7 +205,8 @@ export async function startPlatform(opts: PlatformOptions): Promise<Platform> {
       LADDER_BACKBONE_NAME: opts.backboneName,
       LADDER_CACHE_DIR: join(dataDir, 'build-cache'),
       LADDER_DATA_DIR: join(dataDir, 'worker'),
-      LADDER_WORKER_SECRET: process.env.LADDER_WORKER_SECRET ?? DEV_SIGNING_SECRET,
+      LADDER_WORKER_ID: workerId,
+      LADDER_WORKER_SECRET: workerSecret,
       LADDER_EDGE_URL: edgeUrl,
       LADDER_HEARTBEAT_MS: '2000',
       ...opts.workerEnv,

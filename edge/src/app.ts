@@ -1,5 +1,6 @@
 import { apiError, HealthStatus, LADDER_VERSION } from '@ladder/schemas';
 import { tenantAuth } from './lib/auth.ts';
+import { requireConfig } from './lib/config.ts';
 import { renderError } from './lib/errors.ts';
 import { router } from './lib/openapi.ts';
 import { rateLimit } from './lib/rate-limit.ts';
@@ -18,6 +19,7 @@ const SPENDS_TOKENS = new Set(['/v1/chat/completions', '/v1/completions']);
 export function createEdgeApp() {
   const app = router();
 
+  app.use('*', requireConfig());
   app.get('/healthz', (c) =>
     c.json(
       HealthStatus.parse({

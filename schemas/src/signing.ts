@@ -2,11 +2,13 @@
  * HMAC request signing between the edge and the workers, with Web Crypto only (runs on Workers
  * and on Node 20 alike):
  *
- *   signature = hex(HMAC-SHA256(secret, METHOD \n PATH \n TIMESTAMP \n hex(SHA-256(body))))
+ *   signature = hex(HMAC-SHA256(secret, METHOD \n PATH \n TIMESTAMP \n NONCE \n hex(SHA-256(body))))
  *
- * sent as `x-ladder-timestamp` (unix seconds) and `x-ladder-signature`. A receiver refuses a
- * missing or wrong signature and a timestamp outside the replay window; within the window it
- * refuses a signature it has already seen (the caller keeps that set).
+ * sent as `x-ladder-timestamp` (unix seconds), `x-ladder-nonce` (random, per request) and
+ * `x-ladder-signature`. A receiver refuses a missing or wrong signature and a timestamp outside
+ * the replay window; within the window it refuses a signature it has already seen (the caller
+ * keeps that set). The nonce makes every request's signature unique, so a sender's retry of the
+ * same bytes is a new request (made idempotent by its ids) and only a captured copy is a replay.
  *
  * Each worker has its own secret, derived from the edge's master secret and the worker's id
  * (`deriveWorkerSecret`), so the edge verifies any worker without storing keys and a worker holds
@@ -16,6 +18,7 @@
  */
 export const SIGNATURE_HEADER = 'x-ladder-signature';
 export const TIMESTAMP_HEADER = 'x-ladder-timestamp';
+export const NONCE_HEADER = 'x-ladder-nonce';
 export const WORKER_HEADER = 'x-ladder-worker';
 export const REPLAY_WINDOW_S = 300;
 /** The edge's local-development master secret (edge/.dev.vars); refused outside development. */
@@ -56,10 +59,11 @@ export async function signRequest(
   path: string,
   body: string | Uint8Array,
   timestamp = Math.floor(Date.now() / 1000),
+  nonce = hex(crypto.getRandomValues(new Uint8Array(16)).buffer as ArrayBuffer),
 ): Promise<Record<string, string>> {
-  const payload = `${method.toUpperCase()}\n${path}\n${timestamp}\n${await sha256Hex(body)}`;
+  const payload = `${method.toUpperCase()}\n${path}\n${timestamp}\n${nonce}\n${await sha256Hex(body)}`;
   const sig = hex(await crypto.subtle.sign('HMAC', await hmacKey(secret), enc.encode(payload)));
-  return { [TIMESTAMP_HEADER]: String(timestamp), [SIGNATURE_HEADER]: sig };
+  return { [TIMESTAMP_HEADER]: String(timestamp), [NONCE_HEADER]: nonce, [SIGNATURE_HEADER]: sig };
 }
 
 export type VerifyResult = { ok: true; signature: string } | { ok: false; reason: string };
@@ -74,15 +78,18 @@ type Headers = { get(name: string): string | null };
 export function checkSignatureHeaders(
   headers: Headers,
   now = Math.floor(Date.now() / 1000),
-): { ok: true; timestamp: number; signature: string } | { ok: false; reason: string } {
+): { ok: true; timestamp: number; nonce: string; signature: string } | { ok: false; reason: string } {
   const ts = headers.get(TIMESTAMP_HEADER);
   const sig = headers.get(SIGNATURE_HEADER);
+  const nonce = headers.get(NONCE_HEADER);
   if (!ts || !sig) return { ok: false, reason: `missing ${!ts ? TIMESTAMP_HEADER : SIGNATURE_HEADER}` };
+  if (!nonce || !/^[0-9a-f]{16,64}$/.test(nonce))
+    return { ok: false, reason: `missing or malformed ${NONCE_HEADER}` };
   const t = Number(ts);
   if (!Number.isInteger(t)) return { ok: false, reason: `${TIMESTAMP_HEADER} is not unix seconds` };
   if (Math.abs(now - t) > REPLAY_WINDOW_S) return { ok: false, reason: 'stale timestamp' };
   if (!/^[0-9a-f]{64}$/.test(sig)) return { ok: false, reason: 'bad signature' };
-  return { ok: true, timestamp: t, signature: sig };
+  return { ok: true, timestamp: t, nonce, signature: sig };
 }
 
 /** Checks the signature and the timestamp window; replay tracking is the caller's. */
@@ -96,8 +103,8 @@ export async function verifyRequest(
 ): Promise<VerifyResult> {
   const pre = checkSignatureHeaders(headers, now);
   if (!pre.ok) return pre;
-  const { timestamp: t, signature: sig } = pre;
-  const want = (await signRequest(secret, method, path, body, t))[SIGNATURE_HEADER]!;
+  const { timestamp: t, nonce, signature: sig } = pre;
+  const want = (await signRequest(secret, method, path, body, t, nonce))[SIGNATURE_HEADER]!;
   if (!timingSafeEqual(want, sig)) return { ok: false, reason: 'bad signature' };
   return { ok: true, signature: sig };
 }

@@ -399,7 +399,9 @@ describe('fine-tuning jobs', () => {
     };
     expect((await call(path, { body: event })).status).toBe(401);
     const { signedPost } = await import('./helpers/stand-in-worker.ts');
-    expect((await signedPost(path, event, 'not-the-secret')).status).toBe(401);
+    expect((await signedPost(path, event, { workerId: 'stand-in-a', secret: 'not-the-secret' })).status).toBe(
+      401,
+    );
     expect((await json<Job>(await call(`/v1/fine_tuning/jobs/${job.id}`, { key: t.key }))).status).toBe(
       'running',
     );

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { GenerateRequest, StartJobRequest, signRequest, verifyRequest } from '../../schemas/index.ts';
+import {
+  checkSignatureHeaders,
+  deriveWorkerSecret,
+  GenerateRequest,
+  NONCE_HEADER,
+  StartJobRequest,
+  signRequest,
+  verifyRequest,
+} from '../../schemas/index.ts';
 
 const headersOf = (h: Record<string, string>) => new Headers(h);
 
@@ -27,6 +35,39 @@ describe('edge <-> worker request signing', () => {
       'stale timestamp',
       'missing x-ladder-timestamp',
     ]);
+  });
+});
+
+describe('per-worker secrets and nonces', () => {
+  it('derives one secret per worker id from the master; none verifies as another', async () => {
+    const a = await deriveWorkerSecret('master-secret', 'worker-a');
+    const b = await deriveWorkerSecret('master-secret', 'worker-b');
+    expect(a).toMatch(/^[0-9a-f]{64}$/);
+    expect(a).toBe(await deriveWorkerSecret('master-secret', 'worker-a'));
+    expect(new Set([a, b, await deriveWorkerSecret('other-master', 'worker-a')]).size).toBe(3);
+    const h = await signRequest(a, 'POST', '/p', 'body');
+    expect(await verifyRequest(a, 'POST', '/p', 'body', headersOf(h))).toMatchObject({ ok: true });
+    expect(await verifyRequest(b, 'POST', '/p', 'body', headersOf(h))).toMatchObject({ ok: false });
+    expect(await verifyRequest('master-secret', 'POST', '/p', 'body', headersOf(h))).toMatchObject({
+      ok: false,
+    });
+  });
+
+  it('signs each request with a fresh nonce, covered by the signature', async () => {
+    const now = 1_800_000_000;
+    const one = await signRequest('s', 'POST', '/p', 'same', now);
+    const two = await signRequest('s', 'POST', '/p', 'same', now);
+    expect(one['x-ladder-signature']).not.toBe(two['x-ladder-signature']);
+    const swapped = headersOf({ ...one, [NONCE_HEADER]: two[NONCE_HEADER]! });
+    expect(await verifyRequest('s', 'POST', '/p', 'same', swapped, now)).toEqual({
+      ok: false,
+      reason: 'bad signature',
+    });
+    const { [NONCE_HEADER]: _, ...without } = one;
+    expect(checkSignatureHeaders(headersOf(without), now)).toEqual({
+      ok: false,
+      reason: 'missing or malformed x-ladder-nonce',
+    });
   });
 });
 

@@ -85,7 +85,7 @@ export async function complete(
   const started = Date.now();
   const workers = (await registry(env).healthy(started)).filter((w) => w.backbone === resolved.backbone);
   const { res, worker } = await withFailover(rendezvousOrder(resolved.routingKey, workers), (w) =>
-    signedFetch(env, `${w.url}/internal/v1/generate`, gen, { streaming: body.stream }),
+    signedFetch(env, w.worker_id, `${w.url}/internal/v1/generate`, gen, { streaming: body.stream }),
   );
   if (!res.ok) throw await workerFailure(res, worker.worker_id, kind);
   const recordUsage = (u: Usage) =>

@@ -52,7 +52,7 @@ export async function dispatchJob(
   let accepted: { worker_id: string; ack: StartJobResponse };
   try {
     const { res, worker } = await withFailover(rendezvousOrder(job.id, workers), (w) =>
-      signedFetch(env, `${w.url}/internal/v1/jobs`, start),
+      signedFetch(env, w.worker_id, `${w.url}/internal/v1/jobs`, start),
     );
     if (!res.ok)
       throw new Error(`worker ${worker.worker_id} refused the job: ${res.status} ${await res.text()}`);

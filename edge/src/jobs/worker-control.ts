@@ -14,7 +14,7 @@ export async function tellWorker(env: Env, job: JobRow, action: 'cancel' | 'paus
   if (!worker) return false;
   const url = `${worker.url}/internal/v1/jobs/${encodeURIComponent(job.id)}/${action}`;
   try {
-    const res = await signedFetch(env, url, {});
+    const res = await signedFetch(env, worker.worker_id, url, {});
     if (res.ok) return true;
     console.warn(`edge: worker ${worker.worker_id} answered ${res.status} to ${action} ${job.id}`);
   } catch (err) {

@@ -1,5 +1,7 @@
-import { TenantLimits } from '@ladder/schemas';
+import { DEV_SIGNING_SECRET, TenantLimits } from '@ladder/schemas';
+import type { MiddlewareHandler } from 'hono';
 import { z } from 'zod';
+import { ApiException } from './errors.ts';
 
 /**
  * The edge's settings, read from wrangler vars (and secrets) once per request and validated, so
@@ -13,6 +15,8 @@ const Price = z.strictObject({
 export type Price = z.infer<typeof Price>;
 
 const EdgeConfig = z.object({
+  /** 'development' only in edge/.dev.vars (wrangler dev, the tests, npm start). */
+  environment: z.string().min(1),
   adminToken: z.string().min(8),
   signingSecret: z.string().min(8),
   publicBaseUrl: z.url(),
@@ -24,15 +28,46 @@ const EdgeConfig = z.object({
   heartbeatTtlS: z.coerce.number().int().min(1),
   workerTimeoutMs: z.coerce.number().int().min(1),
   fileMaxBytes: z.coerce.number().int().min(1),
+  promptMaxBytes: z.coerce.number().int().min(1),
 });
 export type EdgeConfig = z.infer<typeof EdgeConfig>;
 
+/** Each setting's name in wrangler.jsonc / `wrangler secret put`, for error messages. */
+const SETTING: Record<keyof EdgeConfig, string> = {
+  environment: 'LADDER_ENV',
+  adminToken: 'ADMIN_TOKEN',
+  signingSecret: 'WORKER_SIGNING_SECRET',
+  publicBaseUrl: 'PUBLIC_BASE_URL',
+  backbones: 'BACKBONES',
+  prices: 'PRICE_TABLE',
+  defaultLimits: 'DEFAULT_LIMITS',
+  jobLeaseS: 'JOB_LEASE_S',
+  jobMaxAttempts: 'JOB_MAX_ATTEMPTS',
+  heartbeatTtlS: 'HEARTBEAT_TTL_S',
+  workerTimeoutMs: 'WORKER_TIMEOUT_MS',
+  fileMaxBytes: 'FILE_MAX_BYTES',
+  promptMaxBytes: 'PROMPT_MAX_BYTES',
+};
+
+/** Secrets published in this repository (edge/.dev.vars): fine on a laptop, never beyond it. */
+const DEV_SECRETS: Partial<Record<keyof EdgeConfig, string>> = {
+  adminToken: 'dev-admin-token',
+  signingSecret: DEV_SIGNING_SECRET,
+};
+
+const misconfigured = (message: string) =>
+  new ApiException(503, `The edge is misconfigured: ${message}`, 'server_error', 'edge_misconfigured');
+
 const cache = new WeakMap<object, EdgeConfig>();
 
+/** The settings, or a 503 naming what is wrong (a missing secret, a development default in production). */
 export function config(env: Env): EdgeConfig {
   const hit = cache.get(env);
   if (hit) return hit;
-  const parsed = EdgeConfig.parse({
+  // LADDER_ENV, ADMIN_TOKEN and WORKER_SIGNING_SECRET are typed from edge/.dev.vars; deployed,
+  // the secrets exist only once `wrangler secret put` set them.
+  const input: Record<keyof EdgeConfig, unknown> = {
+    environment: env.LADDER_ENV,
     adminToken: env.ADMIN_TOKEN,
     signingSecret: env.WORKER_SIGNING_SECRET,
     publicBaseUrl: env.PUBLIC_BASE_URL,
@@ -44,9 +79,38 @@ export function config(env: Env): EdgeConfig {
     heartbeatTtlS: env.HEARTBEAT_TTL_S,
     workerTimeoutMs: env.WORKER_TIMEOUT_MS,
     fileMaxBytes: env.FILE_MAX_BYTES,
-  });
+    promptMaxBytes: env.PROMPT_MAX_BYTES,
+  };
+  const result = EdgeConfig.safeParse(input);
+  if (!result.success) {
+    const bad = result.error.issues.map((i) => {
+      const field = i.path[0] as keyof EdgeConfig;
+      const key = SETTING[field] ?? String(field);
+      return input[field] === undefined ? `${key} is not set` : `${key}: ${i.message}`;
+    });
+    throw misconfigured(`${bad.join('; ')} (wrangler.jsonc vars, or \`wrangler secret put\` for secrets).`);
+  }
+  const parsed = result.data;
+  if (parsed.environment !== 'development') {
+    for (const [key, dev] of Object.entries(DEV_SECRETS) as [keyof EdgeConfig, string][]) {
+      if (parsed[key] === dev) {
+        throw misconfigured(
+          `${SETTING[key]} is the published development default, and LADDER_ENV is '${parsed.environment}'; ` +
+            `set a secret of your own with \`wrangler secret put ${SETTING[key]}\`.`,
+        );
+      }
+    }
+  }
   cache.set(env, parsed);
   return parsed;
+}
+
+/** Every request checks the settings first, so a misconfigured edge answers nothing but the 503. */
+export function requireConfig(): MiddlewareHandler<{ Bindings: Env }> {
+  return async function requireConfig(c, next) {
+    config(c.env);
+    await next();
+  };
 }
 
 export function priceFor(cfg: EdgeConfig, backbone: string): Price {

@@ -1,16 +1,21 @@
+import { deriveSecret } from '@ladder/schemas';
 import { config } from './config.ts';
 
 /**
  * Signed, expiring URLs through which a worker GETs a tenant's training file:
- * `/internal/v1/files/{id}/content?tenant=..&expires=..&sig=hex(HMAC(secret, "file\n{tenant}\n{id}\n{expires}"))`.
+ * `/internal/v1/files/{id}/content?tenant=..&expires=..&sig=hex(HMAC(key, "file\n{tenant}\n{id}\n{expires}"))`.
+ * The key is derived from the master for this purpose only: no worker holds it, so none can
+ * mint a URL, and an `expires` further out than the edge ever hands out is refused.
  */
 const enc = new TextEncoder();
 export const FILE_URL_TTL_S = 24 * 3600;
+/** Clock skew tolerated on `expires` beyond the TTL. */
+const EXPIRES_SKEW_S = 300;
 
-async function fileSig(secret: string, tenant: string, fileId: string, expires: number): Promise<string> {
+async function fileSig(master: string, tenant: string, fileId: string, expires: number): Promise<string> {
   const key = await crypto.subtle.importKey(
     'raw',
-    enc.encode(secret),
+    enc.encode(await deriveSecret(master, 'ladder file urls v1')),
     { name: 'HMAC', hash: 'SHA-256' },
     false,
     ['sign'],
@@ -42,6 +47,9 @@ export async function verifyFileUrl(
   if (!q.tenant || !q.expires || !q.sig) return { ok: false, reason: 'missing tenant, expires or sig' };
   const expires = Number(q.expires);
   if (!Number.isInteger(expires) || expires < now / 1000) return { ok: false, reason: 'expired' };
+  if (expires > now / 1000 + FILE_URL_TTL_S + EXPIRES_SKEW_S) {
+    return { ok: false, reason: `expires is more than ${FILE_URL_TTL_S} s away` };
+  }
   const want = await fileSig(config(env).signingSecret, q.tenant, fileId, expires);
   if (want.length !== q.sig.length) return { ok: false, reason: 'bad signature' };
   let diff = 0;

@@ -1,4 +1,11 @@
-import { signRequest, verifyRequest } from '@ladder/schemas';
+import {
+  checkSignatureHeaders,
+  deriveWorkerSecret,
+  signRequest,
+  verifyRequest,
+  WORKER_HEADER,
+  WORKER_ID_PATTERN,
+} from '@ladder/schemas';
 import type { HonoRequest } from 'hono';
 import { config } from './config.ts';
 import { ApiException, unauthorized } from './errors.ts';
@@ -6,13 +13,16 @@ import { ApiException, unauthorized } from './errors.ts';
 /** An HMAC-signed request to a GPU worker (path + body signed), with a timeout. */
 export async function signedFetch(
   env: Env,
+  /** The worker called: the request is signed with its own secret and names it. */
+  workerId: string,
   url: string,
   body: unknown,
   opts: { method?: string; timeoutMs?: number; streaming?: boolean } = {},
 ): Promise<Response> {
   const method = opts.method ?? 'POST';
   const text = JSON.stringify(body);
-  const headers = await signRequest(config(env).signingSecret, method, new URL(url).pathname, text);
+  const secret = await deriveWorkerSecret(config(env).signingSecret, workerId);
+  const headers = await signRequest(secret, method, new URL(url).pathname, text);
   // The timeout bounds connecting and, for a streamed answer, the wait for its headers only.
   const abort = new AbortController();
   const timer = setTimeout(
@@ -23,7 +33,7 @@ export async function signedFetch(
     const res = await fetch(url, {
       method,
       body: text,
-      headers: { ...headers, 'content-type': 'application/json' },
+      headers: { ...headers, [WORKER_HEADER]: workerId, 'content-type': 'application/json' },
       signal: abort.signal,
     });
     if (opts.streaming) clearTimeout(timer);
@@ -37,18 +47,31 @@ export async function signedFetch(
   }
 }
 
-/** Reads and verifies a signed request from a worker; returns its raw body text. */
-export async function verifiedBody(env: Env, req: HonoRequest): Promise<string> {
+/** A worker's request that verified: who signed it, its raw body, and its signature for the replay set. */
+export interface VerifiedWorkerRequest {
+  workerId: string;
+  body: string;
+  signature: string;
+  timestamp: number;
+}
+
+/**
+ * Reads and verifies a signed request from a worker, with the secret of the worker it names in
+ * x-ladder-worker (derived from the master, so none is stored). The headers are checked before
+ * the body is read. Replays are the caller's to refuse (store/signatures.ts).
+ */
+export async function verifiedWorkerRequest(env: Env, req: HonoRequest): Promise<VerifiedWorkerRequest> {
+  const workerId = req.header(WORKER_HEADER);
+  if (!workerId || !WORKER_ID_PATTERN.test(workerId)) {
+    throw unauthorized(`Bad request signature: missing or malformed ${WORKER_HEADER}.`);
+  }
+  const pre = checkSignatureHeaders(req.raw.headers);
+  if (!pre.ok) throw unauthorized(`Bad request signature: ${pre.reason}.`);
   const body = await req.text();
-  const v = await verifyRequest(
-    config(env).signingSecret,
-    req.method,
-    new URL(req.url).pathname,
-    body,
-    req.raw.headers,
-  );
+  const secret = await deriveWorkerSecret(config(env).signingSecret, workerId);
+  const v = await verifyRequest(secret, req.method, new URL(req.url).pathname, body, req.raw.headers);
   if (!v.ok) throw unauthorized(`Bad request signature: ${v.reason}.`);
-  return body;
+  return { workerId, body, signature: v.signature, timestamp: pre.timestamp };
 }
 
 export function parseJson(text: string): unknown {

@@ -5,19 +5,29 @@ import { applyJobEvent } from '../jobs/events.ts';
 import { ApiException, notFound, unauthorized } from '../lib/errors.ts';
 import { verifyFileUrl } from '../lib/file-urls.ts';
 import { errorResponses, json, router } from '../lib/openapi.ts';
-import { parseJson, verifiedBody } from '../lib/worker-client.ts';
+import { parseJson, verifiedWorkerRequest } from '../lib/worker-client.ts';
 import { getFile } from '../store/files.ts';
 import { getJob } from '../store/jobs.ts';
+import { refuseReplay } from '../store/signatures.ts';
+
+/** A worker acting for another worker's id, or on a job it does not hold. */
+const notThisWorkers = (message: string, param: string) =>
+  new ApiException(403, message, 'permission_error', 'worker_mismatch', param);
 
 /**
- * What GPU workers call: heartbeats and job callbacks (HMAC-signed, x-ladder-signature), and
+ * What GPU workers call: heartbeats and job callbacks (HMAC-signed with the calling worker's own
+ * secret, x-ladder-worker naming it; each signature accepted once), and
  * the training-file download (a signed, expiring URL the edge handed out in StartJobRequest).
  * Bodies are read raw (the signature covers the exact bytes), then validated.
  */
 export function internalRoutes() {
   const app = router();
-  // Documented here, checked by verifiedBody (a missing one is a 401, not a 400).
-  const signed = { 'x-ladder-signature': z.string().optional(), 'x-ladder-timestamp': z.string().optional() };
+  // Documented here, checked by verifiedWorkerRequest (a missing one is a 401, not a 400).
+  const signed = {
+    'x-ladder-signature': z.string().optional(),
+    'x-ladder-timestamp': z.string().optional(),
+    'x-ladder-worker': z.string().optional(),
+  };
 
   app.openapi(
     createRoute({
@@ -29,7 +39,16 @@ export function internalRoutes() {
       responses: { 200: json(z.object({ ok: z.boolean(), workers: z.number() })), ...errorResponses },
     }),
     async (c) => {
-      const hb = Heartbeat.parse(parseJson(await verifiedBody(c.env, c.req)));
+      const signed = await verifiedWorkerRequest(c.env, c.req);
+      await refuseReplay(c.env, signed);
+      const hb = Heartbeat.parse(parseJson(signed.body));
+      // Only a worker's own credential registers its id (and the URL its traffic goes to).
+      if (hb.worker_id !== signed.workerId) {
+        throw notThisWorkers(
+          `worker ${signed.workerId} cannot register worker id ${hb.worker_id}`,
+          'worker_id',
+        );
+      }
       const { workers } = await registry(c.env).heartbeat(hb, Date.now());
       return c.json({ ok: true, workers }, 200);
     },
@@ -52,7 +71,9 @@ export function internalRoutes() {
       },
     }),
     async (c) => {
-      const event = JobEvent.parse(parseJson(await verifiedBody(c.env, c.req)));
+      const signed = await verifiedWorkerRequest(c.env, c.req);
+      await refuseReplay(c.env, signed);
+      const event = JobEvent.parse(parseJson(signed.body));
       const { job_id } = c.req.valid('param');
       if (event.job_id !== job_id) {
         throw new ApiException(
@@ -65,6 +86,11 @@ export function internalRoutes() {
       }
       const job = await getJob(c.env, event.tenant, job_id);
       if (!job) throw notFound('fine_tuning_job', job_id, 'job_id');
+      // Once dispatched, a job's events come from the worker that holds it. (While the dispatch
+      // is in flight the row is still queued and names no worker, or the previous attempt's.)
+      if (job.worker_id && job.worker_id !== signed.workerId && job.status !== 'queued') {
+        throw notThisWorkers(`job ${job_id} is held by another worker, not ${signed.workerId}`, 'job_id');
+      }
       return c.json({ ok: true, ...(await applyJobEvent(c.env, job, event)) }, 200);
     },
   );

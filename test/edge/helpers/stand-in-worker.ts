@@ -2,6 +2,7 @@ import { SELF } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import {
   type AdapterManifest,
+  deriveWorkerSecret,
   GenerateRequest,
   type GenerateResponse,
   type Heartbeat,
@@ -9,6 +10,7 @@ import {
   StartJobRequest,
   signRequest,
   verifyRequest,
+  WORKER_HEADER,
 } from '@ladder/schemas';
 import { vi } from 'vitest';
 
@@ -41,7 +43,16 @@ export class StandInWorker {
     if (this.down) throw new TypeError(`fetch failed: connect ECONNREFUSED (stand-in ${this.id} is down)`);
     const path = new URL(req.url).pathname;
     const body = await req.text();
-    const v = await verifyRequest(env.WORKER_SIGNING_SECRET, req.method, path, body, req.headers);
+    // Signed with this worker's own secret and addressed to it, as the real worker checks.
+    const secret = await deriveWorkerSecret(env.WORKER_SIGNING_SECRET, this.id);
+    const v = await verifyRequest(secret, req.method, path, body, req.headers);
+    if (v.ok && req.headers.get(WORKER_HEADER) !== this.id) {
+      this.rejectedSignatures.push(`addressed to ${req.headers.get(WORKER_HEADER)}`);
+      return Response.json(
+        { error: { message: 'wrong worker', type: 'auth', param: null, code: 'wrong_worker' } },
+        { status: 401 },
+      );
+    }
     if (!v.ok) {
       this.rejectedSignatures.push(v.reason);
       return Response.json(
@@ -118,7 +129,7 @@ export class StandInWorker {
       capacity: { queue_depth: 0, max_queue: 8, running_jobs: this.jobs.length },
       loaded_adapters: loaded,
     };
-    return signedPost('/internal/v1/workers/heartbeat', hb);
+    return signedPost('/internal/v1/workers/heartbeat', hb, { workerId: this.id });
   }
 
   /** A signed JobEvent to the callback URL the edge gave this worker. */
@@ -129,21 +140,26 @@ export class StandInWorker {
       created_at: new Date().toISOString(),
       ...event,
     };
-    return signedPost(new URL(start.callback_url).pathname, full);
+    return signedPost(new URL(start.callback_url).pathname, full, { workerId: this.id });
   }
 }
 
+/**
+ * A callback as worker `workerId` signs it: with its own secret (derived from the edge's master)
+ * unless `secret` says otherwise, at `timestamp` (default now).
+ */
 export async function signedPost(
   path: string,
   body: unknown,
-  secret = env.WORKER_SIGNING_SECRET,
+  opts: { workerId: string; secret?: string; timestamp?: number },
 ): Promise<Response> {
   const text = JSON.stringify(body);
-  const headers = await signRequest(secret, 'POST', path, text);
+  const secret = opts.secret ?? (await deriveWorkerSecret(env.WORKER_SIGNING_SECRET, opts.workerId));
+  const headers = await signRequest(secret, 'POST', path, text, opts.timestamp);
   return SELF.fetch(`https://edge.test${path}`, {
     method: 'POST',
     body: text,
-    headers: { ...headers, 'content-type': 'application/json' },
+    headers: { ...headers, [WORKER_HEADER]: opts.workerId, 'content-type': 'application/json' },
   });
 }
 
