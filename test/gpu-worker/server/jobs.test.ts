@@ -106,6 +106,129 @@ describe('training jobs', () => {
     }
   }, 120_000);
 
+  it("reports each step's metrics in 'metrics' events, validation metrics at its steps and full_valid_* at the end", () => {
+    const events = edge.events('ref-job');
+    const started = events.find((e) => e.type === 'started')!;
+    expect(started.hyperparameters).toMatchObject({ n_epochs: 4, learning_rate: 0.01 });
+    expect(started.total_steps).toBe(reference.step);
+    const metrics = events.filter((e) => e.type === 'metrics');
+    // Under 500 steps: one per step, each with its own step's training metrics.
+    expect(metrics.map((e) => e.step)).toEqual(Array.from({ length: reference.step }, (_, i) => i + 1));
+    for (const e of metrics) {
+      expect(e.metrics?.step).toBe(e.step);
+      expect(e.metrics?.train_loss).toBe(e.loss);
+      expect(e.metrics?.train_mean_token_accuracy).toBeGreaterThanOrEqual(0);
+      expect(e.metrics?.train_mean_token_accuracy).toBeLessThanOrEqual(1);
+    }
+    // The validation sample every ceil(steps / 10) updates and at the last: those events carry valid_*.
+    const every = Math.ceil(reference.step / 10);
+    const validated = metrics.filter((e) => e.metrics?.valid_loss !== undefined).map((e) => e.step);
+    expect(validated).toEqual(
+      metrics.map((e) => e.step).filter((s) => s % every === 0 || s === reference.step),
+    );
+    for (const e of metrics.filter((m) => m.metrics?.valid_loss !== undefined)) {
+      expect(e.eval_loss).toBe(e.metrics!.valid_loss);
+      expect(e.metrics!.valid_mean_token_accuracy).toBeGreaterThanOrEqual(0);
+    }
+    // Checkpoints carry their step's metrics; the final event the whole validation set's.
+    for (const c of events.filter((e) => e.type === 'checkpoint' && e.step > 0))
+      expect(c.metrics).toEqual(metrics.find((m) => m.step === c.step)!.metrics);
+    expect(reference.metrics).toMatchObject({ step: reference.step });
+    expect(reference.metrics?.full_valid_loss).toBe(reference.eval_loss);
+    expect(reference.metrics?.full_valid_mean_token_accuracy).toBeGreaterThan(0);
+    expect(reference.trained_tokens).toBeGreaterThan(0);
+  });
+
+  it('pauses a running job at a checkpoint and resumes it under a higher attempt: the same adapter, no step twice', async () => {
+    const worker = await spawnWorker(env(join(root, 'pause-data')));
+    try {
+      expect((await signed(worker.url, '/internal/v1/jobs', job('pause-job'))).status).toBe(200);
+      await until('a checkpoint', () =>
+        edge.events('pause-job').find((e) => e.type === 'checkpoint' && e.step >= 3),
+      );
+      const pause = await signed(worker.url, '/internal/v1/jobs/pause-job/pause', {});
+      expect(pause.status).toBe(200);
+      const paused = await until('the paused event', () =>
+        edge.events('pause-job').find((e) => e.type === 'paused'),
+      );
+      expect(paused.event_id).toBe('pause-job-paused-a1');
+      expect(finalOf('pause-job')()).toBeUndefined(); // it stopped before the end
+      const view = (await (
+        await signed(worker.url, '/internal/v1/jobs/pause-job', undefined, { method: 'GET' })
+      ).json()) as { status: string; step: number };
+      expect(view.status).toBe('paused');
+      expect(view.step).toBeLessThan(reference.step);
+      // A repeat of the same attempt does not resume it.
+      const same = StartJobResponse.parse(
+        await (await signed(worker.url, '/internal/v1/jobs', { ...job('pause-job'), attempt: 1 })).json(),
+      );
+      expect(same.status).toBe('paused');
+      const stepsAtPause = edge.events('pause-job').filter((e) => e.type === 'progress').length;
+
+      const resumed = StartJobResponse.parse(
+        await (await signed(worker.url, '/internal/v1/jobs', { ...job('pause-job'), attempt: 2 })).json(),
+      );
+      expect(resumed.status).toBe('queued');
+      const done = await until('the resumed job to end', finalOf('pause-job'));
+      expect(done.type, done.message).toBe('succeeded');
+      const status = (await (
+        await signed(worker.url, '/internal/v1/jobs/pause-job', undefined, { method: 'GET' })
+      ).json()) as { resumed_from_step: number };
+      expect(status.resumed_from_step).toBeGreaterThanOrEqual(3);
+      expect(status.resumed_from_step).toBeGreaterThanOrEqual(stepsAtPause);
+      expect(status.resumed_from_step).toBeLessThan(done.step);
+      // Bit-exact continuation: the uninterrupted run's weights, steps reported once, billed once.
+      expect(done.adapter!.weights.sha256).toBe(reference.adapter!.weights.sha256);
+      expect(done.billed_training_tokens).toBe(reference.billed_training_tokens);
+      const events = edge.events('pause-job');
+      expect(events.filter((e) => e.type === 'progress').map((e) => e.step)).toEqual(
+        Array.from({ length: done.step }, (_, i) => i + 1),
+      );
+      expect(events.filter((e) => e.type === 'started')).toHaveLength(1);
+    } finally {
+      await worker.stop();
+    }
+  }, 180_000);
+
+  it('warns of examples longer than the context with their count and what was cut, and still trains', async () => {
+    const worker = await spawnWorker(env(join(root, 'long-data')));
+    try {
+      const long = 'Hello World '.repeat(700); // well over the tiny backbone's 1024 positions
+      const lines = [
+        ...Array.from({ length: 6 }, (_, i) => ({ prompt: `k${i} =`, completion: ` v${i}` })),
+        { prompt: long, completion: ' yes' },
+        { prompt: `${long} again`, completion: ' no' },
+        { prompt: 'short =', completion: ` ${long}` },
+      ];
+      edge.files.set('long-lines.jsonl', lines.map((l) => JSON.stringify(l)).join('\n'));
+      const res = await signed(
+        worker.url,
+        '/internal/v1/jobs',
+        job('long-job', {
+          training_file_url: `${edge.url}/files/long-lines.jsonl`,
+          method: { type: 'lst', hyperparameters: { n_epochs: 1, batch_size: 3, validation_fraction: 0 } },
+        }),
+      );
+      expect(res.status, await res.clone().text()).toBe(200);
+      const done = await until('the long job to end', finalOf('long-job'), 120_000);
+      expect(done.type, done.message).toBe('succeeded');
+      const events = edge.events('long-job');
+      const warnings = events.filter((e) => e.type === 'warning');
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]!.event_id).toBe('long-job-warning-0');
+      expect(warnings[0]!.message).toMatch(/^3 training examples are longer than the 1024-token context: /);
+      expect(warnings[0]!.message).toMatch(
+        /2 had their prompt truncated from the left .*keeping the whole completion/,
+      );
+      expect(warnings[0]!.message).toMatch(/1 had a completion longer than the context by itself/);
+      // It follows the started event, before any step.
+      const order = events.map((e) => e.type);
+      expect(order.indexOf('warning')).toBe(order.indexOf('started') + 1);
+    } finally {
+      await worker.stop();
+    }
+  }, 180_000);
+
   it('resumes a job SIGKILLed mid-training from its last checkpoint: same adapter, no duplicated progress or billing', async () => {
     const dataDir = join(root, 'crash-data');
     let worker = await spawnWorker(env(dataDir));
