@@ -1,4 +1,4 @@
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, type FileObject, type Job, type List, type Model, when } from '../api.ts';
 import { html } from '../html.ts';
 import { ErrorNote, useLoad } from '../load.ts';
@@ -30,6 +30,7 @@ export function JobsPage() {
   </section>`;
 }
 
+const BACKBONE_POLL_MS = 2000;
 const autoOrNumber = (v: string) => (v.trim() === '' || v.trim() === 'auto' ? 'auto' : Number(v));
 
 function CreateJob() {
@@ -38,6 +39,13 @@ function CreateJob() {
   const [error, setError] = useState<string | null>(null);
   const trainable = (files.data?.data ?? []).filter((f) => f.purpose === 'fine-tune');
   const backbones = (models.data?.data ?? []).filter((m) => m.kind === 'backbone');
+  // A backbone is listed once a live worker serves it: ask again until one does.
+  const waiting = models.data !== undefined && backbones.length === 0;
+  useEffect(() => {
+    if (!waiting) return;
+    const t = setInterval(models.reload, BACKBONE_POLL_MS);
+    return () => clearInterval(t);
+  }, [waiting]);
   const submit = async (e: Event) => {
     e.preventDefault();
     const f = new FormData(e.target as HTMLFormElement);
@@ -78,6 +86,7 @@ function CreateJob() {
     <select id="job-model" name="model" required>
       ${backbones.map((m) => html`<option value=${m.id}>${m.id}</option>`)}
     </select>
+    ${waiting && html`<p class="hint" role="status">No worker serves a backbone yet; waiting for one to check in.</p>`}
     <label for="job-method">Method</label>
     <select id="job-method" name="method">
       <option value="lst">LST (ladder side network)</option>
