@@ -123,7 +123,7 @@ try {
     const table = fourWay(`t${longest}_b${B}`);
     if (!table) continue;
     console.error(`\nT=${longest} B=${B}           peak MB   step ms   savers`);
-    for (const [name, r] of Object.entries(table))
+    for (const [name, r] of Object.entries(table).filter(([, r]) => r.peak_mb !== undefined))
       console.error(
         `${name.padEnd(12)} ${String(r.peak_mb).padStart(9)} ${String(r.step_ms).padStart(9)}   ${r.savers}`,
       );
