@@ -1,6 +1,7 @@
 import { createRoute } from '@hono/zod-openapi';
 import { ChatCompletion, ChatCompletionRequest, CompletionRequest, TextCompletion } from '@ladder/schemas';
 import { complete } from '../inference/generate.ts';
+import { promptLimit } from '../inference/prompt-limit.ts';
 import { bearer, errorResponses, json, router } from '../lib/openapi.ts';
 
 const streamNote =
@@ -8,6 +9,8 @@ const streamNote =
 
 export function completionRoutes() {
   const app = router();
+  app.use('/v1/chat/completions', promptLimit('messages'));
+  app.use('/v1/completions', promptLimit('prompt'));
   app.openapi(
     createRoute({
       method: 'post',

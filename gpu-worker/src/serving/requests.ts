@@ -8,8 +8,34 @@ import type { ReadyAdapter } from './adapters.ts';
 import type { ComputeGate } from './gate.ts';
 import type { ServingModel } from './model.ts';
 import { stackRows } from './row-weights.ts';
-import type { GenerationJob } from './scheduler.ts';
+import { type GenerationJob, RequestTooLargeError } from './scheduler.ts';
 import { SCORE_IO } from './score-graph.ts';
+
+/**
+ * Normalizers may shorten text (NFKC folds some ligatures, accents can be stripped), so the
+ * bytes-to-tokens bound below allows this much shrinking.
+ */
+const NORMALIZED_SHRINK = 4;
+const enc = new TextEncoder();
+
+/**
+ * A prompt that cannot fit the context, refused from its byte length before it is tokenized (a
+ * tokenization of megabytes would hold the event loop): it has at least
+ * bytes / (maxTokenBytes x NORMALIZED_SHRINK) tokens.
+ */
+export function refuseOverlongPrompt(model: ServingModel, prompt: Prompt): void {
+  const bytes =
+    'text' in prompt
+      ? enc.encode(prompt.text).byteLength
+      : prompt.messages.reduce((n, m) => n + enc.encode(m.content).byteLength, 0);
+  const atLeast = Math.ceil(bytes / (model.tokenizer.maxTokenBytes * NORMALIZED_SHRINK));
+  const maxPos = model.config.maxPositions;
+  if (atLeast > maxPos) {
+    throw new RequestTooLargeError(
+      `prompt is ${bytes} bytes, at least ${atLeast} tokens, over the backbone's ${maxPos} positions`,
+    );
+  }
+}
 
 /**
  * Text through the tokenizer, or chat messages through the backbone's chat template. A text that
@@ -18,6 +44,7 @@ import { SCORE_IO } from './score-graph.ts';
  * (GPT's and Qwen's <|endoftext|>).
  */
 export function encodePrompt(model: ServingModel, prompt: Prompt): number[] {
+  refuseOverlongPrompt(model, prompt);
   if (!('text' in prompt)) return model.backbone.encodeChat(prompt.messages);
   const ids = model.tokenizer.encode(prompt.text);
   if (ids.length > 0) return ids;

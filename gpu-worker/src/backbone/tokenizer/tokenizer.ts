@@ -34,6 +34,12 @@ export interface NamedToken {
 export class BackboneTokenizer {
   /** Highest token id + 1 (the model's vocab must be at least this). */
   readonly vocabSize: number;
+  /**
+   * The longest token's text in UTF-8 bytes: no token stands for more text than this (byte-level
+   * and metaspace pieces are at least as long as the bytes they stand for), so a text of n bytes
+   * is at least n / maxTokenBytes tokens (before normalization), known without tokenizing it.
+   */
+  readonly maxTokenBytes: number;
   readonly bos?: NamedToken;
   readonly eos?: NamedToken;
   readonly pad?: NamedToken;
@@ -50,8 +56,14 @@ export class BackboneTokenizer {
     private readonly files: TokenizerFiles,
   ) {
     let maxId = -1;
-    for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    let maxBytes = 1;
+    const enc = new TextEncoder();
+    for (const [token, id] of hf.get_vocab(true)) {
+      maxId = Math.max(maxId, id);
+      maxBytes = Math.max(maxBytes, enc.encode(token).byteLength);
+    }
     this.vocabSize = maxId + 1;
+    this.maxTokenBytes = maxBytes;
     const special = new Map<string, number>();
     for (const t of files.tokenizer.added_tokens) if (t.special) special.set(t.content, t.id);
     this.specialTokens = special;
