@@ -1,4 +1,4 @@
-// Serving: tokens/s with 1 vs 32 distinct adapters mixed in one batch (one backbone pass per step) vs one backbone pass per adapter (LoRA-style), cost of scoring with 8 adapters over 1, TTFT under load.
+// Serving: tokens/s with 1 vs 32 distinct adapters mixed in one batch (one backbone pass per step) vs one backbone pass per adapter (LoRA-style), cost of scoring with 8 adapters over 1, TTFT under load, idle and while a training job runs.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,12 +19,15 @@ import { initSideNet, lstPreset, resolveSideNet, sideNetParams } from '../gpu-wo
 import { Rng } from '../gpu-worker/src/util/rng.ts';
 import { type AdapterRef, SamplingParams } from '../schemas/index.ts';
 import { writeTinyCheckpoint } from '../test/helpers/tiny-checkpoint.ts';
+import { measureTtft } from './serving.ttft.ts';
 import { median } from './stats.ts';
 
 const ADAPTERS = 32;
 const MAX_TOKENS = Number(process.env.BENCH_TOKENS ?? 24);
 /** Single and mixed runs alternate this many times; medians are reported (CPU noise). */
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
+/** Requests probed one at a time for time to first token, idle and while a training job runs. */
+const TTFT_PROBES = Number(process.env.BENCH_TTFT_PROBES ?? 60);
 const dims = { hidden: 256, layers: 6, heads: 4, kvHeads: 2, intermediate: 768, vocab: 2048 };
 
 const root = mkdtempSync(join(tmpdir(), 'ladder-bench-serving-'));
@@ -152,6 +155,15 @@ try {
   const k1 = median(t1);
   const k8 = median(t8);
 
+  const ttft = await measureTtft({
+    model,
+    gate,
+    modelDir: ckpt.dir,
+    workDir: join(root, 'train'),
+    probes: TTFT_PROBES,
+    adapter: (i) => acquireAdapter(cache, refs[i % 8]!),
+  });
+
   const result = {
     backbone: { ...dims, linear: 'int4 MatMulNBits' },
     adapters: ADAPTERS,
@@ -169,6 +181,7 @@ try {
     shared_prefill_k8_over_k1: Number((k8 / k1).toFixed(3)),
     ttft_ms_p50: Number((mixed.ttft.quantile(0.5) * 1000).toFixed(1)),
     ttft_ms_p99: Number((mixed.ttft.quantile(0.99) * 1000).toFixed(1)),
+    ...ttft,
   };
   console.log(
     `serving: ${result.tokens_per_s_32_adapters} tok/s with 32 adapters in one batch vs ${result.tokens_per_s_1_adapter} with one adapter (x${result.mixed_over_single}); ` +

@@ -47,3 +47,39 @@ export class ComputeGate {
     grant?.();
   }
 }
+
+/**
+ * The trainer's side of the gate. Training holds a `train` turn while it computes and, at each
+ * yield point (between micro-batches, backbone passes and optimizer steps), gives it up when
+ * serving waits. A request then waits for one unit of training work at most (one micro-batch's
+ * backbone pass or side step), not for a whole optimizer step or a window of staged passes.
+ */
+export class TrainingTurns {
+  private release: Release | undefined;
+  /** Turns given up to waiting serving work (observable: the bench and tests count them). */
+  yielded = 0;
+
+  constructor(private readonly gate: ComputeGate) {}
+
+  /** At a yield point: takes the turn when not held; gives it up first when serving waits. */
+  readonly yieldPoint = async (): Promise<void> => {
+    if (this.release && !this.gate.servingWaiting) return;
+    if (this.release) this.yielded++;
+    this.release?.();
+    this.release = undefined;
+    this.release = await this.gate.acquire('train');
+  };
+
+  /** Between optimizer steps: the turn goes back, and is taken again after waiting serving work. */
+  readonly betweenSteps = async (): Promise<void> => {
+    this.release?.();
+    this.release = undefined;
+    this.release = await this.gate.acquire('train');
+  };
+
+  /** Training ended (done, failed or stopped): the turn goes back. */
+  end(): void {
+    this.release?.();
+    this.release = undefined;
+  }
+}

@@ -8,7 +8,7 @@ import { ServingModel } from './model.ts';
 import { Scheduler } from './scheduler.ts';
 
 export { acquireAdapter, createAdapterCache, type ReadyAdapter } from './adapters.ts';
-export { ComputeGate } from './gate.ts';
+export { ComputeGate, TrainingTurns } from './gate.ts';
 export { PackedKv } from './kv.ts';
 export { type WorkerMetrics, workerMetrics } from './metrics.ts';
 export { ServingModel } from './model.ts';

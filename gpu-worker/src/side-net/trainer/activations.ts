@@ -67,6 +67,8 @@ export class ActivationSource {
   private readonly window: { maxBytes: number; maxBatches: number };
   /** Whether a pass holds the whole table (interleaved, evaluation) or reads rows from the file. */
   private holdTable: boolean;
+  /** Awaited before each backbone pass (TrainSideNetOptions.yieldPoint). */
+  yieldPoint: (() => Promise<void>) | undefined;
 
   constructor(
     private readonly plan: BackbonePlan,
@@ -177,7 +179,10 @@ export class ActivationSource {
     const pass = await this.openPass();
     try {
       const out = [];
-      for (const batch of batches) out.push({ batch, backbone: await pass.run(batch) });
+      for (const batch of batches) {
+        await this.yieldPoint?.();
+        out.push({ batch, backbone: await pass.run(batch) });
+      }
       return out;
     } finally {
       if (this.stage) await this.closePass();
@@ -239,6 +244,7 @@ export class ActivationSource {
     const pass = await this.openPass();
     try {
       for (const w of window) {
+        await this.yieldPoint?.();
         await this.stageOne(pass, w.epoch, w.index, w.batch);
         // The pass's outputs are dead once staged (they died with stageOne's frame): collected
         // now, not during the next pass.
@@ -290,6 +296,7 @@ export class ActivationSource {
         if (!this.cache) return;
         if (indices.every((i) => this.cache!.has(i))) continue;
         const batch = collate(this.train, indices, this.padTokenId);
+        await this.yieldPoint?.();
         this.capture(batch, await (await this.openPass()).run(batch));
       }
       this.cache?.seal();

@@ -174,6 +174,8 @@ export interface EvalContext {
   params: () => Record<string, Tensor>;
   tokenBudget: number;
   padTokenId: number;
+  /** Awaited before each batch (TrainSideNetOptions.yieldPoint). */
+  yieldPoint?: (() => Promise<void>) | undefined;
 }
 
 /** Batches over examples in length order (no shuffling), each within the token budget. */
@@ -202,6 +204,7 @@ export async function evaluateTokens(
   let targets = 0;
   for (const batch of evalBatches(examples, ctx)) {
     if (batch.targets === 0) continue;
+    await ctx.yieldPoint?.();
     const out = await ctx.evaluator.tokens(ctx.params(), batch, await ctx.backbone(batch));
     sum += out.loss * batch.targets;
     correct += out.correct;
@@ -246,6 +249,7 @@ export async function evaluateClassification(
   }
   const losses = new Array<number>(candidates.length).fill(Number.NaN);
   for (const batch of evalBatches(candidates, ctx)) {
+    await ctx.yieldPoint?.();
     const rows = await ctx.evaluator.rowLosses(ctx.params(), batch, await ctx.backbone(batch));
     batch.indices.forEach((c, b) => {
       losses[c] = rows[b]!;

@@ -134,6 +134,12 @@ export interface TrainSideNetOptions {
   /** How the backbone pass and the side step share the process (default: phased, windows of up to 32 micro-batches and 2 GiB). */
   taps?: TapSchedule;
   onProgress?: (p: TrainProgress) => void | Promise<void>;
+  /**
+   * Awaited before each unit of work: every micro-batch's side step, every backbone pass (staged,
+   * evaluated or cached) and every evaluation batch. A worker passes its compute gate's yield
+   * (serving/gate.ts TrainingTurns) so that a waiting request runs before the next unit.
+   */
+  yieldPoint?: () => Promise<void>;
   /** Stops between updates: a checkpoint is saved (when a sink is set), then TrainingAbortedError. */
   signal?: AbortSignal;
 }

@@ -140,6 +140,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       notes,
       opts.taps,
     );
+    source.yieldPoint = opts.yieldPoint;
     disposers.push(() => source.close());
 
     const policy = opts.checkpoint;
@@ -165,6 +166,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
     // `big`: the taps were large enough that collecting them at once is worth a GC.
     const runMicro = async (lb: LoadedBatch, t: number, micro: number, lr: number, remaining: number) => {
       const taps = await source.forBatch(lb, remaining);
+      await opts.yieldPoint?.(); // between the backbone pass (or staged read) and the side step
       const feeds = { ...taps, ...batchFeeds(lb.batch, await source.lmHead()) };
       if (shape.config.dropout > 0) {
         const seed = mixSeed(hp.seed, STREAM.dropout, t, micro); // a pure function of (seed, step)
@@ -198,6 +200,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
       let correct = 0;
       let targets = 0;
       for (const { batch, backbone } of sample) {
+        await opts.yieldPoint?.();
         const out = await evaluator.tokens(runner.paramTensors(), batch, backbone);
         sum += out.loss * batch.targets;
         correct += out.correct;
@@ -292,6 +295,7 @@ export async function trainSideNet(opts: TrainSideNetOptions): Promise<TrainResu
         params: () => tensors,
         tokenBudget: hp.tokenBudget,
         padTokenId,
+        yieldPoint: opts.yieldPoint,
       };
       const full = await evaluateTokens(opts.validation, ctx);
       finalEvalLoss = full.loss;
