@@ -211,7 +211,7 @@ try {
         metric:
           'classification: test accuracy (argmin summed loss over the labels); gloss: token F1 of greedy generation on held-out words',
         steps_to_90:
-          "first evaluated update reaching 90% of the run's final gain over the backbone, on the curve lines (48 test lines spread over the file; classification: accuracy; gloss: loss)",
+          "first evaluated update reaching 90% of the run's final gain over the backbone, on the curve lines (the first 48 test lines, every label about equally; classification: accuracy; gloss: loss)",
         peak_mb: "peak RSS of the run's own process (training, with evaluation in 512-token batches)",
         s_per_step:
           'median wall time of one update (side nets: backbone forward + side step; QLoRA: the whole step)',

@@ -100,10 +100,11 @@ const MAX_LENGTH = 256;
 // Every 7th line: 7 is prime to the label period of the interleaved task files (2 and 5 labels),
 // so the dev lines hold every label.
 const isDev = (_: unknown, i: number) => i % 7 === 3;
-/** Test lines scored during training (the curve): every k-th, at most CURVE_LINES of them. */
+/**
+ * Test lines scored during training (the curve): the first CURVE_LINES. The task files interleave
+ * their labels, so a prefix holds every label about equally (an every-k-th pick can miss some).
+ */
 const CURVE_LINES = 48;
-const spreadOf = <T>(xs: T[], n: number) =>
-  xs.length <= n ? xs : Array.from({ length: n }, (_, i) => xs[Math.floor((i * xs.length) / n)]!);
 
 /**
  * One of the real tasks of scripts/pretrain/tasks.ts (SpamAssassin spam/ham, Brown genre, WordNet
@@ -121,7 +122,7 @@ export function realTask(name: TaskName, tok: DataTokenizer): Task {
       train: examples(train.filter((l, i) => !isDev(l, i))),
       validation: testExamples,
       dev: { kind: 'exact', examples: examples(train.filter(isDev)) },
-      curve: { kind: 'exact', examples: spreadOf(testExamples, CURVE_LINES) },
+      curve: { kind: 'exact', examples: testExamples.slice(0, CURVE_LINES) },
       scored: { kind: 'exact', examples: testExamples },
       tokenBudget: 512,
       prompts: test.map((l) => ({ prompt: l.prompt, want: l.completion })),
@@ -144,7 +145,7 @@ export function realTask(name: TaskName, tok: DataTokenizer): Task {
     train: fit.examples,
     validation: prepareDataset(jsonl(test), tok, { maxLength: MAX_LENGTH, labels }).examples,
     dev: labelled(train.filter(isDev)),
-    curve: labelled(spreadOf(test, CURVE_LINES)),
+    curve: labelled(test.slice(0, CURVE_LINES)),
     scored: labelled(test),
     tokenBudget: 1024,
     prompts: test.map((r) => ({ prompt: classificationPrompt(r.text), want: ` ${r.label}` })),
