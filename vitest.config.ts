@@ -24,6 +24,8 @@ export default defineConfig({
                 TEST_MIGRATIONS: await readD1Migrations('./edge/migrations'),
                 // A small upload limit, so the size check is testable without 50 MB bodies.
                 FILE_MAX_BYTES: 64 * 1024,
+                // A short worker timeout, so a generation that outlasts it is testable in seconds.
+                WORKER_TIMEOUT_MS: 1000,
               },
             },
           })),

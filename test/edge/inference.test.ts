@@ -2,7 +2,7 @@ import { runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { WorkerRegistry } from '../../edge/src/durable-objects/worker-registry.ts';
-import { type ApiErrorBody, call, json, newTenant } from './helpers/api.ts';
+import { type ApiErrorBody, call, eventually, json, newTenant } from './helpers/api.ts';
 import { seedAdapter } from './helpers/seed.ts';
 import { interceptWorkers, StandInWorker } from './helpers/stand-in-worker.ts';
 
@@ -169,6 +169,55 @@ describe('completions, routing and failover', () => {
     b.down = true;
     const none = await json<ApiErrorBody>(await chat(t.key, model), 503);
     expect(none.error.code).toBe('no_worker_available');
+  });
+
+  it('waits out a non-streamed generation longer than the worker timeout on the worker that took it: one generation, billed once', async () => {
+    const t = await newTenant();
+    const model = await seedAdapter(t.id, 'adp-slow');
+    // Headers at once, the body later than WORKER_TIMEOUT_MS (1000 ms in the test bindings).
+    for (const w of [a, b]) w.bodyDelayMs = env.WORKER_TIMEOUT_MS + 1500;
+    const res = await chat(t.key, model);
+    const out = await json<Completion>(res);
+    expect(out.usage.total_tokens).toBe(10);
+    expect(a.generations.length + b.generations.length).toBe(1);
+    const usage = await json<{
+      data: { prompt_tokens: number; completion_tokens: number; requests: number }[];
+    }>(await call('/v1/usage', { key: t.key }));
+    expect(usage.data).toMatchObject([{ prompt_tokens: 7, completion_tokens: 3, requests: 1 }]);
+  });
+
+  it('bills a stream the client hangs up on for every token the worker generated, and counts it in the token limit', async () => {
+    const t = await newTenant('aborter', { tokens_per_min: 1_000_000 });
+    const model = await seedAdapter(t.id, 'adp-abort');
+    for (const w of [a, b]) w.streamEveryMs = 20;
+    const res = await chat(t.key, model, { stream: true, max_tokens: 4000 });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    let seen = '';
+    while ((seen.match(/ tok/g) ?? []).length < 3)
+      seen += new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    const home = res.headers.get('x-ladder-worker') === a.id ? a : b;
+    const id = res.headers.get('x-request-id')!;
+    type Usage = { data: { prompt_tokens: number; completion_tokens: number; requests: number }[] };
+    const billed = await eventually(async () => {
+      const u = await json<Usage>(await call('/v1/usage', { key: t.key }));
+      return u.data.length ? u.data : undefined;
+    });
+    // The worker was told to stop, and what it generated up to then is what is billed.
+    expect(home.controls).toContainEqual({ job_id: id, action: 'cancel_generation' });
+    const generated = home.generated.get(id)!;
+    expect(generated).toBeGreaterThanOrEqual(3);
+    expect(billed).toEqual([
+      expect.objectContaining({ prompt_tokens: 7, completion_tokens: generated, requests: 1 }),
+    ]);
+    const window = await runInDurableObject(
+      env.TENANT_METER.get(env.TENANT_METER.idFromName(t.id)),
+      async (_m, state) =>
+        state.storage.sql.exec<{ tokens: number }>('SELECT SUM(tokens) AS tokens FROM rate_windows').one()
+          .tokens,
+    );
+    expect(window).toBe(7 + generated);
   });
 
   it('drops workers that miss heartbeats; a heartbeat needs a valid signature', async () => {

@@ -153,4 +153,80 @@ describe('usage metering, rate limits and quotas', () => {
     );
     expect(full.error.code).toBe('adapter_quota');
   });
+
+  it('holds parallel completions to the tokens/min budget: each reserves its tokens before the worker runs', async () => {
+    // Each request reserves its prompt estimate + max_tokens (1 + 10); the limit admits two.
+    const t = await newTenant('parallel-tokens', { tokens_per_min: 20, requests_per_min: 100 });
+    const results = await Promise.all(
+      Array.from({ length: 6 }, () =>
+        call('/v1/chat/completions', {
+          key: t.key,
+          body: { model: 'ladder-tiny', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] },
+        }),
+      ),
+    );
+    const statuses = results.map((r) => r.status).sort();
+    expect(statuses).toEqual([200, 200, 429, 429, 429, 429]);
+    const refused = await json<ApiErrorBody>(results.find((r) => r.status === 429)!, 429);
+    expect(refused.error.code).toBe('rate_limit_exceeded');
+    await Promise.all(results.map((r) => (r.bodyUsed ? null : r.text())));
+  });
+
+  it('counts tokens in the window the generation ended in, and gives back a refused request its reservation', async () => {
+    const t = await newTenant('windows', { tokens_per_min: 100 });
+    const limits = { requests_per_min: 100, tokens_per_min: 100, concurrent_jobs: 1, max_adapters: 1 };
+    const m = meterOf(t.id);
+    const w0 = 1_000 * 60_000;
+    expect(await m.reserve('req-long', limits, w0 + 59_000, 90)).toMatchObject({ ok: true, remaining: 10 });
+    // Started at the end of one minute, ended in the next: its 120 tokens count in the next.
+    await m.record(
+      {
+        id: 'req-long',
+        kind: 'inference',
+        model: 'm',
+        backbone: 'm',
+        ts: w0 + 59_000,
+        prompt_tokens: 20,
+        completion_tokens: 100,
+        training_tokens: 0,
+      },
+      w0 + 61_000,
+    );
+    expect((await m.reserve('req-next', limits, w0 + 62_000, 5)).ok).toBe(false);
+    expect(await m.reserve('req-old', limits, w0 + 1_000, 5)).toMatchObject({ ok: true, remaining: 95 });
+    await m.release('req-old');
+    expect(await m.reserve('req-old-2', limits, w0 + 2_000, 100)).toMatchObject({ ok: true, remaining: 0 });
+  });
+
+  it('holds parallel job creates to the concurrent-jobs and adapter quotas', async () => {
+    const t = await newTenant('parallel-jobs', {
+      concurrent_jobs: 2,
+      max_adapters: 10,
+      requests_per_min: 100,
+    });
+    const file = await uploadFile(t.key);
+    const body = { model: 'ladder-tiny', training_file: file.id };
+    const results = await Promise.all(
+      Array.from({ length: 6 }, () => call('/v1/fine_tuning/jobs', { key: t.key, body })),
+    );
+    expect(results.map((r) => r.status).sort()).toEqual([200, 200, 429, 429, 429, 429]);
+    await Promise.all(results.map((r) => (r.bodyUsed ? null : r.text())));
+
+    const u = await newTenant('parallel-adapters', {
+      concurrent_jobs: 10,
+      max_adapters: 3,
+      requests_per_min: 100,
+    });
+    const uFile = await uploadFile(u.key);
+    await seedAdapter(u.id, 'adp-pa1');
+    const more = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        call('/v1/fine_tuning/jobs', { key: u.key, body: { ...body, training_file: uFile.id } }),
+      ),
+    );
+    expect(more.map((r) => r.status).sort()).toEqual([200, 200, 429, 429, 429]);
+    const refused = await json<ApiErrorBody>(more.find((r) => r.status === 429)!, 429);
+    expect(refused.error.code).toBe('adapter_quota');
+    await Promise.all(more.map((r) => (r.bodyUsed ? null : r.text())));
+  });
 });

@@ -56,10 +56,18 @@ export class TenantMeter extends DurableObject<Env> {
     this.sql.exec(
       'CREATE TABLE IF NOT EXISTS rate_windows (window INTEGER PRIMARY KEY, requests INTEGER NOT NULL, tokens INTEGER NOT NULL)',
     );
+    this.sql.exec(
+      'CREATE TABLE IF NOT EXISTS token_reservations (id TEXT PRIMARY KEY, window INTEGER NOT NULL, tokens INTEGER NOT NULL)',
+    );
   }
 
-  /** Records the event unless its id was seen before; `recorded` says which. */
-  record(event: UsageEvent): { recorded: boolean } {
+  /**
+   * Records the event unless its id was seen before; `recorded` says which. An inference event
+   * settles the reservation of the same id (see `reserve`): the estimate leaves the window it was
+   * put in and the real tokens count against the window the work ended in (`now`), not the one
+   * the request started in.
+   */
+  record(event: UsageEvent, now = Date.now()): { recorded: boolean } {
     const cursor = this.sql.exec(
       `INSERT OR IGNORE INTO usage_events
         (id, kind, model, backbone, day, ts, prompt_tokens, completion_tokens, training_tokens)
@@ -75,9 +83,65 @@ export class TenantMeter extends DurableObject<Env> {
       event.training_tokens,
     );
     const recorded = cursor.rowsWritten > 0;
-    if (recorded && event.kind === 'inference')
-      this.addTokens(event.prompt_tokens + event.completion_tokens, event.ts);
+    if (recorded && event.kind === 'inference') {
+      this.releaseReservation(event.id);
+      this.addTokens(event.prompt_tokens + event.completion_tokens, now);
+    }
     return { recorded };
+  }
+
+  /**
+   * Reserves `estimate` tokens of the current window for request `id` before its work starts,
+   * refused when the window's tokens, reservations of requests still running included, already
+   * reach the limit. Check and increment happen in this single-threaded object, so parallel
+   * requests see each other's reservations. `record` (or `release`) settles it.
+   */
+  reserve(
+    id: string,
+    limits: TenantLimits,
+    now: number,
+    estimate: number,
+  ): RateDecision['tokens'] & { ok: boolean } {
+    const window = Math.floor(now / WINDOW_MS);
+    const used =
+      this.sql
+        .exec<{ tokens: number }>('SELECT tokens FROM rate_windows WHERE window = ?', window)
+        .toArray()[0]?.tokens ?? 0;
+    const resetS = Math.max(1, Math.ceil(((window + 1) * WINDOW_MS - now) / 1000));
+    const ok = used < limits.tokens_per_min;
+    if (ok) {
+      this.addTokens(estimate, now);
+      this.sql.exec(
+        'INSERT OR REPLACE INTO token_reservations (id, window, tokens) VALUES (?, ?, ?)',
+        id,
+        window,
+        estimate,
+      );
+      this.sql.exec('DELETE FROM token_reservations WHERE window < ?', window - 1);
+    }
+    return {
+      ok,
+      limit: limits.tokens_per_min,
+      remaining: Math.max(0, limits.tokens_per_min - used - (ok ? estimate : 0)),
+      resetS,
+    };
+  }
+
+  /** Gives back a reservation whose request did no billable work (the worker refused it). */
+  release(id: string): void {
+    this.releaseReservation(id);
+  }
+
+  private releaseReservation(id: string): void {
+    const r = this.sql
+      .exec<{ window: number; tokens: number }>(
+        'SELECT window, tokens FROM token_reservations WHERE id = ?',
+        id,
+      )
+      .toArray()[0];
+    if (!r) return;
+    this.sql.exec('DELETE FROM token_reservations WHERE id = ?', id);
+    this.sql.exec('UPDATE rate_windows SET tokens = MAX(0, tokens - ?) WHERE window = ?', r.tokens, r.window);
   }
 
   /** Quantities by day and model, days inclusive (`YYYY-MM-DD`). */

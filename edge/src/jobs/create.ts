@@ -85,11 +85,17 @@ export async function createJob(
     started_at: null,
     finished_at: null,
   };
+  let inserted: D1Result;
   try {
-    await env.DB.prepare(
+    // The quotas are checked again in the insert itself: D1 runs one statement at a time, so
+    // parallel creates cannot all pass a count read before any of them inserted.
+    inserted = await env.DB.prepare(
       `INSERT INTO jobs (id, tenant_id, model, training_file, validation_file, method, method_type, suffix, seed,
          metadata, status, attempt, idempotency_key, request_hash, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
+       SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?
+       WHERE (SELECT COUNT(*) FROM jobs WHERE tenant_id = ?2 AND status IN (${ACTIVE_SQL})) < ?15
+         AND (SELECT COUNT(*) FROM jobs WHERE tenant_id = ?2 AND status IN (${UNFINISHED_SQL}))
+           + (SELECT COUNT(*) FROM adapters WHERE tenant_id = ?2 AND deleted_at IS NULL) < ?16`,
     )
       .bind(
         row.id,
@@ -106,12 +112,20 @@ export async function createJob(
         row.idempotency_key,
         row.request_hash,
         row.created_at,
+        tenant.limits.concurrent_jobs,
+        tenant.limits.max_adapters,
       )
       .run();
   } catch (err) {
     const prior = idem.key ? await findByKey(env, tenant.id, idem.key) : null;
     if (prior) return { replayOf: prior };
     throw err;
+  }
+  if (inserted.meta.changes === 0) {
+    const prior = idem.key ? await findByKey(env, tenant.id, idem.key) : null;
+    if (prior) return { replayOf: prior };
+    await checkQuotas(env, tenant);
+    throw quotaError('concurrent_jobs_quota', tenant);
   }
   await addJobEvent(env, row, 'created', { type: 'created', message: `Created fine-tuning job: ${row.id}` });
   const validation = row.validation_file ? ` and validation file: ${row.validation_file}` : '';
@@ -123,30 +137,27 @@ export async function createJob(
   return { row };
 }
 
+/** Statuses that hold (or wait for) a worker: what `concurrent_jobs` counts. */
+const ACTIVE_SQL = "'validating_files', 'queued', 'running'";
+
 /** Concurrent jobs (a paused one holds no worker) and adapters, the unfinished jobs counted as theirs. */
 async function checkQuotas(env: Env, tenant: TenantContext): Promise<void> {
   const counts = await env.DB.prepare(
-    `SELECT (SELECT COUNT(*) FROM jobs WHERE tenant_id = ?1 AND status IN ('validating_files', 'queued', 'running')) AS active,
+    `SELECT (SELECT COUNT(*) FROM jobs WHERE tenant_id = ?1 AND status IN (${ACTIVE_SQL})) AS active,
             (SELECT COUNT(*) FROM jobs WHERE tenant_id = ?1 AND status IN (${UNFINISHED_SQL})) AS unfinished,
             (SELECT COUNT(*) FROM adapters WHERE tenant_id = ?1 AND deleted_at IS NULL) AS adapters`,
   )
     .bind(tenant.id)
     .first<{ active: number; unfinished: number; adapters: number }>();
   const { active = 0, unfinished = 0, adapters = 0 } = counts ?? {};
-  if (active >= tenant.limits.concurrent_jobs) {
-    throw new ApiException(
-      429,
-      `Quota: at most ${tenant.limits.concurrent_jobs} concurrent fine-tuning jobs.`,
-      'quota_exceeded',
-      'concurrent_jobs_quota',
-    );
-  }
-  if (adapters + unfinished >= tenant.limits.max_adapters) {
-    throw new ApiException(
-      429,
-      `Quota: at most ${tenant.limits.max_adapters} adapters (delete one first).`,
-      'quota_exceeded',
-      'adapter_quota',
-    );
-  }
+  if (active >= tenant.limits.concurrent_jobs) throw quotaError('concurrent_jobs_quota', tenant);
+  if (adapters + unfinished >= tenant.limits.max_adapters) throw quotaError('adapter_quota', tenant);
+}
+
+function quotaError(code: 'concurrent_jobs_quota' | 'adapter_quota', tenant: TenantContext): ApiException {
+  const message =
+    code === 'concurrent_jobs_quota'
+      ? `Quota: at most ${tenant.limits.concurrent_jobs} concurrent fine-tuning jobs.`
+      : `Quota: at most ${tenant.limits.max_adapters} adapters (delete one first).`;
+  return new ApiException(429, message, 'quota_exceeded', code);
 }

@@ -10,20 +10,24 @@ import type { HonoRequest } from 'hono';
 import { config } from './config.ts';
 import { ApiException, unauthorized } from './errors.ts';
 
-/** An HMAC-signed request to a GPU worker (path + body signed), with a timeout. */
+/**
+ * An HMAC-signed request to a GPU worker (path + body signed). The timeout bounds connecting and
+ * the wait for the answer's headers only: once a worker has answered it has the work, and its
+ * body (a long generation, a stream) is read by the caller without a timer, so a slow answer is
+ * never cut off and sent to another worker to be done again.
+ */
 export async function signedFetch(
   env: Env,
   /** The worker called: the request is signed with its own secret and names it. */
   workerId: string,
   url: string,
   body: unknown,
-  opts: { method?: string; timeoutMs?: number; streaming?: boolean } = {},
+  opts: { method?: string; timeoutMs?: number } = {},
 ): Promise<Response> {
   const method = opts.method ?? 'POST';
   const text = JSON.stringify(body);
   const secret = await deriveWorkerSecret(config(env).signingSecret, workerId);
   const headers = await signRequest(secret, method, new URL(url).pathname, text);
-  // The timeout bounds connecting and, for a streamed answer, the wait for its headers only.
   const abort = new AbortController();
   const timer = setTimeout(
     () => abort.abort(new DOMException('worker timed out', 'TimeoutError')),
@@ -36,14 +40,9 @@ export async function signedFetch(
       headers: { ...headers, [WORKER_HEADER]: workerId, 'content-type': 'application/json' },
       signal: abort.signal,
     });
-    if (opts.streaming) clearTimeout(timer);
-    else {
-      const buffered = await res.arrayBuffer();
-      return new Response(buffered, { status: res.status, headers: res.headers });
-    }
     return res;
   } finally {
-    if (!opts.streaming) clearTimeout(timer);
+    clearTimeout(timer);
   }
 }
 

@@ -22,7 +22,7 @@ export function completionRoutes() {
       },
       responses: { 200: json(ChatCompletion), ...errorResponses },
     }),
-    async (c) => complete(c.env, c.get('tenant').id, 'chat', c.req.valid('json')) as never,
+    async (c) => complete(c.env, c.get('tenant'), 'chat', c.req.valid('json'), c.executionCtx) as never,
   );
   app.openapi(
     createRoute({
@@ -33,7 +33,7 @@ export function completionRoutes() {
       request: { body: { content: { 'application/json': { schema: CompletionRequest } }, required: true } },
       responses: { 200: json(TextCompletion), ...errorResponses },
     }),
-    async (c) => complete(c.env, c.get('tenant').id, 'text', c.req.valid('json')) as never,
+    async (c) => complete(c.env, c.get('tenant'), 'text', c.req.valid('json'), c.executionCtx) as never,
   );
   return app;
 }

@@ -31,6 +31,16 @@ export class StandInWorker {
   readonly controls: { job_id: string; action: string }[] = [];
   /** Answers every generation with this status and OpenAI-shaped error, as the real worker refuses. */
   refuseGenerations: { status: number; code: string; message: string } | null = null;
+  /**
+   * A non-streamed generation answers its headers at once and its body this much later (a long
+   * generation); like a real connection, the body errors if the edge aborts the request.
+   */
+  bodyDelayMs = 0;
+  /** A streamed generation emits a token this often until it is cancelled (a long stream). */
+  streamEveryMs = 0;
+  /** Tokens generated per streamed request id; what a real worker counts. */
+  readonly generated = new Map<string, number>();
+  private readonly stopStream = new Map<string, () => void>();
 
   constructor(
     readonly id: string,
@@ -88,6 +98,13 @@ export class StandInWorker {
             { status: 404 },
           );
     }
+    const cancelGen = path.match(/^\/internal\/v1\/generate\/([^/]+)\/cancel$/);
+    if (cancelGen) {
+      const id = decodeURIComponent(cancelGen[1]!);
+      this.controls.push({ job_id: id, action: 'cancel_generation' });
+      this.stopStream.get(id)?.();
+      return Response.json({ request_id: id, cancelled: this.generated.has(id) });
+    }
     if (path === '/internal/v1/generate') {
       const gen = GenerateRequest.parse(JSON.parse(body));
       this.generations.push(gen);
@@ -98,6 +115,29 @@ export class StandInWorker {
       }
       const words = ['hello', ' from', ` ${this.id}`];
       const usage = { prompt_tokens: 7, completion_tokens: words.length };
+      if (gen.stream && this.streamEveryMs) return this.longStream(gen, req.signal);
+      if (!gen.stream && this.bodyDelayMs) {
+        const out: GenerateResponse = {
+          request_id: gen.request_id,
+          text: words.join(''),
+          finish_reason: 'stop',
+          usage,
+        };
+        const delay = this.bodyDelayMs;
+        const body = new ReadableStream<Uint8Array>({
+          start(ctrl) {
+            const timer = setTimeout(() => {
+              ctrl.enqueue(new TextEncoder().encode(JSON.stringify(out)));
+              ctrl.close();
+            }, delay);
+            req.signal.addEventListener('abort', () => {
+              clearTimeout(timer);
+              ctrl.error(req.signal.reason);
+            });
+          },
+        });
+        return new Response(body, { headers: { 'content-type': 'application/json' } });
+      }
       if (!gen.stream) {
         const out: GenerateResponse = {
           request_id: gen.request_id,
@@ -119,6 +159,42 @@ export class StandInWorker {
       return new Response(sse, { headers: { 'content-type': 'text/event-stream' } });
     }
     return new Response('not found', { status: 404 });
+  }
+
+  /** Tokens until cancelled (the cancel route: a final chunk with the exact usage) or hung up on (none). */
+  private longStream(gen: GenerateRequest, signal: AbortSignal): Response {
+    const enc = new TextEncoder();
+    const id = gen.request_id;
+    this.generated.set(id, 0);
+    const every = this.streamEveryMs;
+    let timer: ReturnType<typeof setInterval> | null = null;
+    const body = new ReadableStream<Uint8Array>({
+      start: (ctrl) => {
+        const send = (x: object) => ctrl.enqueue(enc.encode(`data: ${JSON.stringify(x)}\n\n`));
+        timer = setInterval(() => {
+          this.generated.set(id, this.generated.get(id)! + 1);
+          send({ request_id: id, delta: ' tok', finish_reason: null });
+        }, every);
+        this.stopStream.set(id, () => {
+          clearInterval(timer);
+          this.stopStream.delete(id);
+          send({
+            request_id: id,
+            delta: '',
+            finish_reason: 'cancelled',
+            usage: { prompt_tokens: 7, completion_tokens: this.generated.get(id)! },
+          });
+          ctrl.enqueue(enc.encode('data: [DONE]\n\n'));
+          ctrl.close();
+        });
+        signal.addEventListener('abort', () => clearInterval(timer));
+      },
+      cancel: () => {
+        clearInterval(timer);
+        this.stopStream.delete(id);
+      },
+    });
+    return new Response(body, { headers: { 'content-type': 'text/event-stream' } });
   }
 
   async heartbeat(loaded: string[] = []): Promise<Response> {

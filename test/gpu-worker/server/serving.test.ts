@@ -185,6 +185,31 @@ describe('continuous batching across tenants', () => {
     expect(chunks.at(-1)).toMatchObject({ finish_reason: whole.finish_reason, usage: whole.usage });
   });
 
+  it('stops a stream the edge cancels by request id; its last chunk carries exactly the tokens generated', async () => {
+    const before = await metric(worker.url, 'ladder_completion_tokens_total');
+    const res = await signed(worker.url, '/internal/v1/generate', {
+      ...gen({ sampling: { max_tokens: 64, temperature: 0 } }),
+      request_id: 'to-cancel',
+      stream: true,
+    });
+    expect(res.status).toBe(200);
+    // The request waits LADDER_BATCH_WAIT_MS in the queue: the cancel lands before or during decode.
+    const cancel = await signed(worker.url, '/internal/v1/generate/to-cancel/cancel', {});
+    expect(await cancel.json()).toEqual({ request_id: 'to-cancel', cancelled: true });
+    const chunks = (await res.text())
+      .split('\n')
+      .filter((l) => l.startsWith('data: '))
+      .map((l) => GenerateChunk.parse(JSON.parse(l.slice(6))));
+    const last = chunks.at(-1)!;
+    expect(last.finish_reason).toBe('cancelled');
+    expect(last.usage!.completion_tokens).toBeLessThan(64);
+    expect(await metric(worker.url, 'ladder_completion_tokens_total')).toBe(
+      before + last.usage!.completion_tokens,
+    );
+    const gone = await signed(worker.url, '/internal/v1/generate/to-cancel/cancel', {});
+    expect(await gone.json()).toEqual({ request_id: 'to-cancel', cancelled: false });
+  });
+
   it('scores one input with K adapters in one backbone pass', async () => {
     const before = await metric(worker.url, 'ladder_backbone_score_runs_total');
     const res = await signed(worker.url, '/internal/v1/score', {

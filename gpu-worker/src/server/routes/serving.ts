@@ -47,8 +47,19 @@ class DeltaChannel {
   }
 }
 
-/** POST /internal/v1/generate and /score, GET /internal/v1/adapters. */
+/**
+ * POST /internal/v1/generate (and .../{request_id}/cancel: the edge's client hung up; the
+ * generation stops and its stream ends with the exact usage), /score, GET /internal/v1/adapters.
+ */
 export function servingRoutes(app: Hono, serving: () => Serving) {
+  const live = new Map<string, AbortController>();
+  app.post('/internal/v1/generate/:request_id/cancel', (c) => {
+    const id = c.req.param('request_id');
+    const found = live.get(id);
+    found?.abort();
+    return c.json({ request_id: id, cancelled: found !== undefined });
+  });
+
   app.post('/internal/v1/generate', async (c) => {
     const req = await parseBody(c, GenerateRequest);
     const s = serving();
@@ -56,6 +67,7 @@ export function servingRoutes(app: Hono, serving: () => Serving) {
     const cancel = new AbortController();
     const gone = () => cancel.abort();
     c.req.raw.signal.addEventListener('abort', gone, { once: true });
+    live.set(req.request_id, cancel);
     const channel = new DeltaChannel();
     let outcome: ReturnType<Serving['scheduler']['submit']>;
     try {
@@ -65,19 +77,40 @@ export function servingRoutes(app: Hono, serving: () => Serving) {
       });
       outcome = s.scheduler.submit(job); // throws at once when the queue is full
     } catch (e) {
+      live.delete(req.request_id);
       lease?.release();
       throw e;
     }
+    void outcome.finally(() => live.delete(req.request_id)).catch(() => {});
     if (!req.stream) {
-      const o = await outcome;
-      return c.json(
-        GenerateResponse.parse({
-          request_id: req.request_id,
-          text: o.text,
-          finish_reason: o.finishReason,
-          usage: { prompt_tokens: o.promptTokens, completion_tokens: o.tokens.length },
-        }),
-      );
+      // Headers (and a byte of JSON whitespace) go out as soon as the request is queued: the edge's
+      // timeout covers the wait for them, not the generation. A failure after that is the body.
+      const enc = new TextEncoder();
+      const body = new ReadableStream<Uint8Array>({
+        async start(ctrl) {
+          ctrl.enqueue(enc.encode(' '));
+          try {
+            const o = await outcome;
+            const res = GenerateResponse.parse({
+              request_id: req.request_id,
+              text: o.text,
+              finish_reason: o.finishReason,
+              usage: { prompt_tokens: o.promptTokens, completion_tokens: o.tokens.length },
+            });
+            ctrl.enqueue(enc.encode(JSON.stringify(res)));
+          } catch (e) {
+            const error = {
+              message: (e as Error).message,
+              type: 'server_error',
+              param: null,
+              code: 'generation_failed',
+            };
+            ctrl.enqueue(enc.encode(JSON.stringify({ error })));
+          }
+          ctrl.close();
+        },
+      });
+      return new Response(body, { headers: { 'content-type': 'application/json' } });
     }
     const ended = outcome.finally(() => channel.close());
     ended.catch(() => {}); // reported in the stream, or nobody is listening any more
