@@ -198,8 +198,9 @@ describe('the web console in headless Chromium', () => {
     ];
     expect(whileRunning.length, JSON.stringify(seen)).toBeGreaterThanOrEqual(2);
     // Every measured step is on the curve, and the resolved hyperparameters and checkpoints show.
-    // 60 steps, each measured (the worker sends every step's metrics below 500 steps).
-    expect(await points('#loss-chart')).toBe(60);
+    // 60 steps, each measured (the worker sends every step's metrics below 500 steps). The status
+    // can show a frame before the chart has drawn the last events of the same chunk.
+    await expect.poll(() => points('#loss-chart'), { timeout: 10_000 }).toBe(60);
     expect(await page.textContent('#hyperparameters')).toContain('60');
     await page.locator('#checkpoints tbody tr').first().waitFor();
     await page.locator('#event-log li', { hasText: /succeeded|completed/i }).waitFor();
