@@ -1,9 +1,9 @@
 import { apiError, HealthStatus, LADDER_VERSION } from '@ladder/schemas';
-import { tenantAuth } from './lib/auth.ts';
 import { requireConfig } from './lib/config.ts';
 import { renderError } from './lib/errors.ts';
 import { router } from './lib/openapi.ts';
-import { rateLimit } from './lib/rate-limit.ts';
+import { tenantAuth } from './middleware/auth/index.ts';
+import { rateLimit } from './middleware/rate-limit/index.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { completionRoutes } from './routes/completions.ts';
 import { fileRoutes } from './routes/files.ts';

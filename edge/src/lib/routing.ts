@@ -1,4 +1,3 @@
-import type { WorkerInfo } from '../durable-objects/worker-registry.ts';
 import { ApiException } from './errors.ts';
 
 /**
@@ -6,7 +5,7 @@ import { ApiException } from './errors.ts';
  * the key goes to the highest. All edges agree without coordination, an adapter keeps landing on
  * the worker that has it warm, and when a worker leaves only its keys move (to their runner-up).
  */
-export function rendezvousOrder<W extends Pick<WorkerInfo, 'worker_id'>>(key: string, workers: W[]): W[] {
+export function rendezvousOrder<W extends { worker_id: string }>(key: string, workers: W[]): W[] {
   return workers
     .map((w) => ({ w, score: hash53(`${key}\u0000${w.worker_id}`) }))
     .sort((a, b) => b.score - a.score || a.w.worker_id.localeCompare(b.w.worker_id))
@@ -34,7 +33,7 @@ const RETRYABLE = new Set([502, 503, 504]);
  * Tries the workers in order until one answers; a connection error, a timeout or a 502/503/504
  * moves on to the next. Any other answer (including a 4xx) is the answer.
  */
-export async function withFailover<W extends Pick<WorkerInfo, 'worker_id'>>(
+export async function withFailover<W extends { worker_id: string }>(
   workers: W[],
   call: (w: W) => Promise<Response>,
 ): Promise<{ res: Response; worker: W; tried: string[] }> {

@@ -1,9 +1,9 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { ApiKey, CreateApiKeyRequest, CreateTenantRequest, listOf, Tenant } from '@ladder/schemas';
 import { registry } from '../durable-objects/worker-registry.ts';
-import { adminAuth } from '../lib/auth.ts';
 import { notFound } from '../lib/errors.ts';
 import { bearer, errorResponses, json, router } from '../lib/openapi.ts';
+import { adminAuth } from '../middleware/auth/index.ts';
 import {
   createApiKey,
   createTenant,

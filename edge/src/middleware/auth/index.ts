@@ -1,9 +1,9 @@
 import { sha256Hex } from '@ladder/schemas';
 import type { MiddlewareHandler } from 'hono';
-import { loadTenant } from '../store/tenants.ts';
-import { config } from './config.ts';
-import { unauthorized } from './errors.ts';
-import type { AppEnv } from './types.ts';
+import { config } from '../../lib/config.ts';
+import { unauthorized } from '../../lib/errors.ts';
+import type { AppEnv } from '../../lib/types.ts';
+import { loadTenant } from '../../store/tenants.ts';
 
 function bearer(header: string | undefined): string | null {
   const m = header?.match(/^Bearer\s+(\S+)$/i);

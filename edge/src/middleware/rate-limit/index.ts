@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from 'hono';
-import { meter, type RateDecision } from '../durable-objects/tenant-meter.ts';
-import { ApiException } from './errors.ts';
-import type { AppEnv } from './types.ts';
+import { meter, type RateDecision } from '../../durable-objects/tenant-meter.ts';
+import { ApiException } from '../../lib/errors.ts';
+import type { AppEnv } from '../../lib/types.ts';
 
 /** OpenAI's header set: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`. */
 export function rateLimitHeaders(d: RateDecision): Record<string, string> {
