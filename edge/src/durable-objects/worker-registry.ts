@@ -1,6 +1,6 @@
 import { DurableObject } from 'cloudflare:workers';
 import type { Heartbeat } from '@ladder/schemas';
-import { expireLease } from '../jobs/lease.ts';
+import { expireLease, type Lease } from '../jobs/lease.ts';
 import { config } from '../lib/config.ts';
 
 export interface WorkerInfo {
@@ -13,15 +13,6 @@ export interface WorkerInfo {
   loaded_adapters: string[];
   /** Unix milliseconds of the last heartbeat. */
   last_seen: number;
-}
-
-/** A training job held by a worker until `expires_at` (unix ms); progress events renew it. */
-export interface Lease {
-  job_id: string;
-  tenant: string;
-  attempt: number;
-  worker_id: string;
-  expires_at: number;
 }
 
 /**

@@ -1,8 +1,16 @@
-import type { Lease } from '../durable-objects/worker-registry.ts';
 import { config } from '../lib/config.ts';
 import { unixSeconds } from '../lib/ids.ts';
 import { addEvent, type JobRow } from '../store/jobs.ts';
 import { enqueueJob } from './queue-message.ts';
+
+/** A training job held by a worker until `expires_at` (unix ms); progress events renew it. */
+export interface Lease {
+  job_id: string;
+  tenant: string;
+  attempt: number;
+  worker_id: string;
+  expires_at: number;
+}
 
 /**
  * A lease ran out with no progress: the worker is presumed gone. Re-dispatch with the next
