@@ -77,6 +77,26 @@ describe('backbone decoding', () => {
     await s.session.dispose();
   });
 
+  it('decodes each generated token once: the ids read grow linearly, and text and stream equal the full decode', async () => {
+    const s = await stepper('last');
+    let read = 0;
+    const counting = (ids: number[]) => {
+      read += ids.length;
+      return detokenize(ids);
+    };
+    const streamed: string[] = [];
+    const [r] = await generate(s, [{ prompt: [2, 7, 1, 8], params: { maxTokens: 64 } }], {
+      detokenize: counting,
+      onToken: (_, __, delta) => streamed.push(delta),
+    });
+    expect(r!.tokens.length).toBe(64);
+    // Decoding the whole sequence again per token reads n(n+1)/2 ids (2,080 for 64).
+    expect(read).toBeLessThan(8 * r!.tokens.length);
+    expect(r!.text).toBe(detokenize(r!.tokens));
+    expect(streamed.join('')).toBe(r!.text);
+    await s.session.dispose();
+  });
+
   it('stop sequences end the text before them and never stream any part of them; eos ends with eos', async () => {
     const s = await stepper('last');
     const prompt = [2, 7, 1, 8];

@@ -1,6 +1,7 @@
 import { i64, type Session, type Tensor, zeros } from '../../runtime/index.ts';
 import { Rng } from '../../util/rng.ts';
 import { IO } from '../graph/emit.ts';
+import { IncrementalDecoder } from '../tokenizer/incremental.ts';
 import type { BackboneConfig } from '../types.ts';
 import { SAMPLING_DEFAULTS, type SamplingParams, sampleToken } from './sampling.ts';
 import { StopWatcher } from './stop.ts';
@@ -92,7 +93,10 @@ export interface GenerationResult {
 }
 
 export interface GenerationHooks {
-  /** Token ids to text, for stop sequences and streamed text. */
+  /**
+   * Token ids to text, for stop sequences and streamed text. Each row decodes incrementally
+   * (only the new tail is passed, open characters held back), so a token costs the same at any length.
+   */
   detokenize?: (ids: number[]) => string;
   /** Called for every generated token, with the text it makes safe to show (may be ''). */
   onToken?: (row: number, token: number, textDelta: string) => void;
@@ -123,6 +127,8 @@ export async function generate<Cache>(
   }
   const rngs = requests.map((r) => new Rng(r.seed ?? 0));
   const watchers = params.map((p) => new StopWatcher(p.stop));
+  const detokenize = hooks.detokenize;
+  const decoders = detokenize ? requests.map(() => new IncrementalDecoder(detokenize)) : undefined;
   const width = Math.max(...requests.map((r) => r.prompt.length));
   const pad = hooks.padId ?? 0;
   const ids = requests.map((r) => [...new Array(width - r.prompt.length).fill(pad), ...r.prompt]);
@@ -152,8 +158,8 @@ export async function generate<Cache>(
       }
       r.tokens.push(token);
       let delta = '';
-      if (hooks.detokenize) {
-        r.text = hooks.detokenize(r.tokens);
+      if (decoders) {
+        r.text = (r.text ?? '') + decoders[b]!.push(token);
         delta = watchers[b]!.push(r.text);
       }
       hooks.onToken?.(b, token, delta);
@@ -177,8 +183,8 @@ export async function generate<Cache>(
     done[b] = true;
     const r = results[b]!;
     r.finishReason = reason;
-    if (hooks.detokenize) {
-      const text = hooks.detokenize(r.tokens);
+    if (decoders) {
+      const text = (r.text ?? '') + decoders[b]!.flush();
       const tail = watchers[b]!.flush(text);
       if (tail) hooks.onToken?.(b, -1, tail);
       r.text = watchers[b]!.stopped ? text.slice(0, watchers[b]!.emittedLength) : text;
