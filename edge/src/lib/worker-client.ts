@@ -7,6 +7,7 @@ import {
   WORKER_ID_PATTERN,
 } from '@ladder/schemas';
 import type { HonoRequest } from 'hono';
+import { bodyTooLarge, readBounded } from './body.ts';
 import { config } from './config.ts';
 import { ApiException, unauthorized } from './errors.ts';
 
@@ -55,9 +56,17 @@ export interface VerifiedWorkerRequest {
 }
 
 /**
+ * The most a worker's callback body may hold. Generous: the largest valid Heartbeat (10,000
+ * loaded adapter ids of 128 characters) is about 1.3 MB, a JobEvent far less.
+ */
+export const WORKER_BODY_MAX_BYTES = 2 * 1024 * 1024;
+
+/**
  * Reads and verifies a signed request from a worker, with the secret of the worker it names in
  * x-ladder-worker (derived from the master, so none is stored). The headers are checked before
- * the body is read. Replays are the caller's to refuse (store/signatures.ts).
+ * the body is read, and the body only up to WORKER_BODY_MAX_BYTES (413 past it, with or without
+ * content-length): anyone can send one before its signature is checked. Replays are the caller's
+ * to refuse (store/signatures.ts).
  */
 export async function verifiedWorkerRequest(env: Env, req: HonoRequest): Promise<VerifiedWorkerRequest> {
   const workerId = req.header(WORKER_HEADER);
@@ -66,7 +75,10 @@ export async function verifiedWorkerRequest(env: Env, req: HonoRequest): Promise
   }
   const pre = checkSignatureHeaders(req.raw.headers);
   if (!pre.ok) throw unauthorized(`Bad request signature: ${pre.reason}.`);
-  const body = await req.text();
+  const bytes = await readBounded(req.raw, WORKER_BODY_MAX_BYTES, () =>
+    bodyTooLarge('Request body', WORKER_BODY_MAX_BYTES, null),
+  );
+  const body = new TextDecoder().decode(bytes);
   const secret = await deriveWorkerSecret(config(env).signingSecret, workerId);
   const v = await verifyRequest(secret, req.method, new URL(req.url).pathname, body, req.raw.headers);
   if (!v.ok) throw unauthorized(`Bad request signature: ${v.reason}.`);
