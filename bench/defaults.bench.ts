@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Hyperparameters } from '@ladder/schemas';
-import { loadTokenizer } from '../gpu-worker/src/backbone/index.ts';
+import { type BackboneConfig, loadConfig, loadTokenizer } from '../gpu-worker/src/backbone/index.ts';
 import { jobTraining } from '../gpu-worker/src/jobs/training.ts';
 import { f32 } from '../gpu-worker/src/runtime/index.ts';
 import { collate, prepareDataset, type TrainingExample } from '../gpu-worker/src/side-net/data/index.ts';
@@ -16,20 +16,26 @@ import {
   type TrainResult,
   trainSideNet,
 } from '../gpu-worker/src/side-net/index.ts';
+import { PRETRAINED_BACKBONE } from '../scripts/platform.ts';
 import { writeTinyCheckpoint } from '../test/helpers/tiny-checkpoint.ts';
 
 /**
- * The backbone: the default one of `npm start` (random, d=128, 4 layers), or BENCH_D / BENCH_LAYERS.
- * BENCH_HP (JSON) overrides hyperparameters of every dataset (to measure other rules);
- * BENCH_GATE_LR_SCALE the gates' rate multiple; BENCH_ONLY a comma list of dataset names.
+ * The backbone: the one `npm start` serves (the pretrained models/ladder-base, loaded from its HF
+ * directory and quantized to 4 bits by the same loader), or with BENCH_BACKBONE=random a random
+ * tiny Llama (d=BENCH_D, default 128, BENCH_LAYERS layers, default 4), as a checkout without
+ * ladder-base serves. BENCH_HP (JSON) overrides hyperparameters of every dataset (to measure other
+ * rules); BENCH_GATE_LR_SCALE the gates' rate multiple; BENCH_ONLY a comma list of dataset names.
  */
+const BACKBONE = process.env.BENCH_BACKBONE ?? 'ladder-base';
+if (BACKBONE !== 'ladder-base' && BACKBONE !== 'random')
+  throw new Error(`BENCH_BACKBONE must be ladder-base or random, got ${BACKBONE}`);
 const D = Number(process.env.BENCH_D ?? 128);
 const LAYERS = Number(process.env.BENCH_LAYERS ?? 4);
 const OVERRIDE = JSON.parse(process.env.BENCH_HP ?? '{}') as Record<string, unknown>;
 const GATE = process.env.BENCH_GATE_LR_SCALE ? Number(process.env.BENCH_GATE_LR_SCALE) : undefined;
 const ONLY = process.env.BENCH_ONLY?.split(',');
 const THREADS = Number(process.env.BENCH_THREADS ?? 1);
-const MAX_LENGTH = 1024; // the worker's cap (jobs/runner.ts)
+const MAX_LENGTH = 1024; // the worker's cap (jobs/runner.ts), lowered to the backbone's context
 
 const jsonl = (rows: object[]) => rows.map((r) => JSON.stringify(r)).join('\n');
 const COLORS = ['red', 'blue', 'green', 'gold', 'gray', 'pink', 'teal', 'plum'];
@@ -127,24 +133,28 @@ const DATASETS: Dataset[] = [
 
 const root = mkdtempSync(join(tmpdir(), 'ladder-bench-defaults-'));
 try {
-  const ckpt = await writeTinyCheckpoint(join(root, 'backbone'), {
-    architecture: 'llama',
-    hidden: D,
-    layers: LAYERS,
-    heads: 4,
-    kvHeads: 2,
-    intermediate: Math.round((D * 11) / 4 / 8) * 8,
-    seed: 7,
-  });
+  const ckpt: { dir: string; config: BackboneConfig } =
+    BACKBONE === 'random'
+      ? await writeTinyCheckpoint(join(root, 'backbone'), {
+          architecture: 'llama',
+          hidden: D,
+          layers: LAYERS,
+          heads: 4,
+          kvHeads: 2,
+          intermediate: Math.round((D * 11) / 4 / 8) * 8,
+          seed: 7,
+        })
+      : { dir: PRETRAINED_BACKBONE.dir, config: await loadConfig(PRETRAINED_BACKBONE.dir) };
   const tok = await loadTokenizer(ckpt.dir);
+  const maxLength = Math.min(MAX_LENGTH, ckpt.config.maxPositions);
   const buildCacheDir = join(root, 'builds');
   const session = { intraOpThreads: THREADS };
   const results = [];
   for (const ds of DATASETS) {
-    const data = prepareDataset(ds.train, tok, { maxLength: MAX_LENGTH });
+    const data = prepareDataset(ds.train, tok, { maxLength });
     const validation = ds.validation
       ? prepareDataset(ds.validation, tok, {
-          maxLength: MAX_LENGTH,
+          maxLength,
           format: data.format,
           ...(data.labels ? { labels: data.labels } : {}),
         }).examples
@@ -209,7 +219,13 @@ try {
 
   console.log(
     JSON.stringify({
-      backbone: { d: D, layers: LAYERS, random: true },
+      backbone: {
+        name: BACKBONE,
+        d: ckpt.config.hiddenSize,
+        layers: ckpt.config.layers,
+        vocab: ckpt.config.vocabSize,
+        random: BACKBONE === 'random',
+      },
       override: OVERRIDE,
       gate_lr_scale: GATE ?? 'default',
       datasets: results,
