@@ -78,6 +78,11 @@ export interface DatasetValidationOptions {
   maxBytes?: number;
   /** Non-blank lines (examples). */
   maxLines?: number;
+  /**
+   * UTF-8 size of one line: a line is held whole until its newline, so this bounds what a
+   * streaming check keeps (far above any context length: a line over it cannot be trained whole).
+   */
+  maxLineBytes?: number;
   /** Error details kept (the counts go on); bounds memory on a hopeless file. */
   maxErrors?: number;
   /** Keep the parsed lines (false for an upload check that only needs the verdict). */
@@ -87,6 +92,7 @@ export interface DatasetValidationOptions {
 export const DATASET_LIMITS = {
   maxBytes: 100 * 1024 * 1024,
   maxLines: 1_000_000,
+  maxLineBytes: 8 * 1024 * 1024,
   maxErrors: 100,
   keepLines: true,
 } as const satisfies Required<Omit<DatasetValidationOptions, 'format'>>;
@@ -181,7 +187,9 @@ export class DatasetValidator {
   private lineNumber = 0;
   private lineCount = 0;
   private bytes = 0;
-  private pending = '';
+  /** The current line's text before its newline (pieces, joined once the line ends). */
+  private pending: string[] = [];
+  private pendingBytes = 0;
   private limitExceeded = false;
   private ended = false;
 
@@ -193,26 +201,54 @@ export class DatasetValidator {
   write(chunk: string): void {
     if (this.ended) throw new Error('DatasetValidator: write after end');
     if (this.limitExceeded) return;
-    this.bytes += utf8Length(chunk);
+    const chunkBytes = utf8Length(chunk);
+    this.bytes += chunkBytes;
     if (this.bytes > this.opts.maxBytes) {
       this.stop({ line: null, field: null, message: `larger than the limit of ${this.opts.maxBytes} bytes` });
       return;
     }
-    let text = this.pending + chunk;
+    // Only the new chunk is searched for newlines: a long line arriving in many chunks is
+    // neither re-scanned nor re-joined per chunk.
     let start = 0;
-    for (let nl = text.indexOf('\n'); nl >= 0 && !this.limitExceeded; nl = text.indexOf('\n', start)) {
-      this.readLine(text.slice(start, nl));
+    for (let nl = chunk.indexOf('\n'); nl >= 0 && !this.limitExceeded; nl = chunk.indexOf('\n', start)) {
+      const piece = chunk.slice(start, nl);
+      if (!this.addToLine(piece, utf8Length(piece))) return;
+      const line = this.pending.length === 1 ? (this.pending[0] as string) : this.pending.join('');
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.readLine(line);
       start = nl + 1;
     }
-    text = this.limitExceeded ? '' : text.slice(start);
-    this.pending = text;
+    if (this.limitExceeded || start === chunk.length) return;
+    const rest = start === 0 ? chunk : chunk.slice(start);
+    this.addToLine(rest, start === 0 ? chunkBytes : utf8Length(rest));
+  }
+
+  /** Whether an error was found so far (the file will be refused; reading on only counts). */
+  get hasErrors(): boolean {
+    return this.errorCount > 0;
+  }
+
+  /** The next piece of the current line; false (and the file stopped) past maxLineBytes. */
+  private addToLine(piece: string, bytes: number): boolean {
+    this.pendingBytes += bytes;
+    if (this.pendingBytes > this.opts.maxLineBytes) {
+      this.stop({
+        line: this.lineNumber + 1,
+        field: null,
+        message: `longer than the limit of ${this.opts.maxLineBytes} bytes for one line`,
+      });
+      return false;
+    }
+    if (piece !== '') this.pending.push(piece);
+    return true;
   }
 
   end(): DatasetValidation {
     if (!this.ended) {
       this.ended = true;
-      if (!this.limitExceeded && this.pending !== '') this.readLine(this.pending);
-      this.pending = '';
+      if (!this.limitExceeded && this.pending.length > 0) this.readLine(this.pending.join(''));
+      this.pending = [];
       if (this.lineCount === 0 && !this.limitExceeded) {
         this.addErrors([
           { line: null, field: null, message: 'no examples (the file has no non-blank lines)' },
@@ -291,7 +327,7 @@ export class DatasetValidator {
 
   private stop(error: DatasetLineError): void {
     this.limitExceeded = true;
-    this.pending = '';
+    this.pending = [];
     this.addErrors([error]);
   }
 }

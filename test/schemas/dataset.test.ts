@@ -180,6 +180,23 @@ describe('dataset limits', () => {
     expect(!v.ok && v.limitExceeded).toBe(true);
   });
 
+  it('stops at a line longer than maxLineBytes, however it is chunked, and names that line', () => {
+    const long = JSON.stringify({ prompt: 'é'.repeat(40), completion: 'c' }); // 80 + 29 bytes
+    const bytes = new TextEncoder().encode(long).length;
+    expect(validateDataset(jsonl(line, long), { maxLineBytes: bytes }).ok).toBe(true);
+    for (const size of [1, 7, 1000]) {
+      const text = jsonl(line, '', long, line);
+      const validator = new DatasetValidator({ maxLineBytes: bytes - 1 });
+      for (let at = 0; at < text.length; at += size) validator.write(text.slice(at, at + size));
+      expect(validator.hasErrors).toBe(true);
+      const v = validator.end();
+      expect(messages(v), `chunks of ${size}`).toEqual([
+        `line 3: longer than the limit of ${bytes - 1} bytes for one line`,
+      ]);
+      expect(!v.ok && v.limitExceeded).toBe(true);
+    }
+  });
+
   it('keeps only maxErrors details but counts them all', () => {
     const v = validateDataset(jsonl('x', 'y', 'z', line), { maxErrors: 2 });
     expect(v.ok).toBe(false);
