@@ -1,4 +1,4 @@
-// Peak memory and step time of LST, xLadder and QLoRA on one generated 4-bit backbone (d=1024, 16 layers, V=32000) at T = 256/1024/2048, batch 1 and 4, each in its own process.
+// Peak memory and step time of LST, xLadder and QLoRA (and the backbone's inference pass alone) on one generated 4-bit backbone (d=1024, 16 layers, V=32000) at T = 256/1024/2048, batch 1 and 4, each in its own process.
 // Four-way at each T: QLoRA without and with per-block gradient checkpointing, LST as the seed runs
 // it (no savers) and LST with every saver (the trainer's defaults), so each ratio compares like
 // with like. Batch 4 runs at BENCH_B4_T only (default 2048), LST with every saver and plain QLoRA
@@ -20,9 +20,16 @@ const SEQS = (process.env.BENCH_T ?? '256,1024,2048').split(',').map(Number);
 const BATCHES = (process.env.BENCH_B ?? '1,4').split(',').map(Number);
 const STEPS = Number(process.env.BENCH_STEPS ?? 1);
 const B4_SEQS = (process.env.BENCH_B4_T ?? '2048').split(',').map(Number);
-const METHODS = ['qlora', 'qlora-ckpt', 'lst-seed', 'lst', 'xladder'] as const;
+const ALL_METHODS = ['inference', 'qlora', 'qlora-ckpt', 'lst-seed', 'lst', 'xladder'] as const;
+/** BENCH_METHODS picks some (for a quick look; the summary keys need them all). */
+const METHODS = ALL_METHODS.filter((m) =>
+  (process.env.BENCH_METHODS ?? ALL_METHODS.join(',')).split(',').includes(m),
+);
+/** The activation cache's epochs are timed at this T, batch 1 (BENCH_CACHE_T=0 skips them). */
+const CACHE_T = Number(process.env.BENCH_CACHE_T ?? 256);
 /** What each method had on (memory.child.ts runs them). */
-const SAVERS: Record<(typeof METHODS)[number], string> = {
+const SAVERS: Record<(typeof ALL_METHODS)[number], string> = {
+  inference: 'none needed: forward only, last-position logits, no taps (as a server runs the backbone)',
   qlora: 'none',
   'qlora-ckpt': 'per-block gradient checkpointing (each block recomputed in the backward)',
   'lst-seed': 'none: no block recompute, float32 taps, backbone pass and side step interleaved (both loaded)',
@@ -33,7 +40,7 @@ const SAVERS: Record<(typeof METHODS)[number], string> = {
   xladder: 'as lst',
 };
 const B4_METHODS = (process.env.BENCH_B4_METHODS ?? 'qlora,lst').split(',');
-const methodsAt = (T: number, B: number): readonly (typeof METHODS)[number][] =>
+const methodsAt = (T: number, B: number): readonly (typeof ALL_METHODS)[number][] =>
   B === 1 ? METHODS : B4_SEQS.includes(T) ? METHODS.filter((m) => B4_METHODS.includes(m)) : [];
 const key = (m: string) => m.replace('-', '_'); // qlora-ckpt -> qlora_ckpt_peak_mb
 
@@ -90,6 +97,20 @@ try {
       results[`t${T}_b${B}`] = row;
     }
   }
+  // Epochs 2..n with the activation cache (read back, no backbone) against without (the backbone
+  // runs every epoch): LST through the trainer, 3 epochs of 2W examples at T = CACHE_T.
+  const epochs: Record<string, Record<string, unknown>> = {};
+  if (CACHE_T > 0) {
+    for (const activationCache of [false, true]) {
+      const r = child({ method: 'lst-epochs', T: CACHE_T, B: 1, ckpt, cache, steps: STEPS, activationCache });
+      epochs[activationCache ? 'with_cache' : 'without_cache'] = r;
+      console.error(`T=${CACHE_T} B=1 lst-epochs cache=${activationCache}: ${JSON.stringify(r)}`);
+    }
+  }
+  const laterEpochsMs = (r?: Record<string, unknown>) => {
+    const ms = r?.epoch_ms as number[] | undefined;
+    return ms && ms.length > 1 ? ms.slice(1).reduce((a, b) => a + b, 0) / (ms.length - 1) : undefined;
+  };
   const num = (k: string, m: string) => results[k]?.[m] as number | undefined;
   const ratio = (a?: number, b?: number) =>
     a !== undefined && b !== undefined ? +(a / b).toFixed(3) : undefined;
@@ -106,7 +127,7 @@ try {
   const fourWay = (at: string) => {
     const row = results[at];
     if (!row) return undefined;
-    const side = (m: (typeof METHODS)[number]) => ({
+    const side = (m: (typeof ALL_METHODS)[number]) => ({
       peak_mb: row[`${key(m)}_peak_mb`],
       step_ms: row[`${key(m)}_step_ms`],
       savers: SAVERS[m],
@@ -172,6 +193,15 @@ try {
       lst_over_lst_seed_peak_t2048: peak('t2048_b1', 'lst', 'lst_seed'),
       paper_condition_step_ratio_t2048: step('t2048_b1', 'lst_seed', 'qlora'),
       best_vs_best_step_ratio_t2048: step('t2048_b1', 'lst', 'qlora_ckpt'),
+      // Training's peak over the backbone's inference pass alone (the same 4-bit weights, one
+      // prefill of the same tokens): what training adds on top of serving.
+      inference_peak_mb_t2048: num('t2048_b1', 'inference_peak_mb'),
+      train_peak_over_inference_peak_t2048: peak('t2048_b1', 'lst', 'inference'),
+      activation_cache_epochs: { T: CACHE_T, ...epochs },
+      activation_cache_epoch_speedup: ratio(
+        laterEpochsMs(epochs.without_cache),
+        laterEpochsMs(epochs.with_cache),
+      ),
       lst_mb_per_1k_tokens: slope('lst'),
       lst_seed_mb_per_1k_tokens: slope('lst_seed'),
       xladder_mb_per_1k_tokens: slope('xladder'),

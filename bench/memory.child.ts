@@ -7,10 +7,14 @@
 //                parked on disk between phases; BENCH_SCHEDULE=interleaved drops the last)
 //   lst-seed     LST as the seed runs it: none of them (memory.seed.ts)
 //   xladder      xLadder through the trainer, as lst
+//   inference    the backbone alone as a server runs it (4-bit, last-position logits, no taps):
+//                one prefill of B x T tokens
+//   lst-epochs   LST through the trainer for 3 epochs of 2W examples, `activationCache` on or off;
+//                reports each epoch's wall time (epochs 2..n read the cache and skip the backbone)
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { loadConfig, openCheckpoint } from '../gpu-worker/src/backbone/index.ts';
+import { Backbone, loadConfig, openCheckpoint } from '../gpu-worker/src/backbone/index.ts';
 import { ExternalDataWriter, saveModel } from '../gpu-worker/src/graph/index.ts';
 import { collectGarbage, i64, TRAINING_SESSION, TrainRunner } from '../gpu-worker/src/runtime/index.ts';
 import type { TrainingExample } from '../gpu-worker/src/side-net/data/index.ts';
@@ -20,7 +24,17 @@ import { seedLstSteps } from './memory.seed.ts';
 import { median } from './stats.ts';
 
 const arg = JSON.parse(process.argv[2]!) as {
-  method: 'build-qlora' | 'lst' | 'lst-seed' | 'xladder' | 'qlora' | 'qlora-ckpt';
+  method:
+    | 'build-qlora'
+    | 'lst'
+    | 'lst-seed'
+    | 'xladder'
+    | 'qlora'
+    | 'qlora-ckpt'
+    | 'inference'
+    | 'lst-epochs';
+  /** lst-epochs only: epochs 2..n read the activation cache. */
+  activationCache?: boolean;
   T: number;
   B: number;
   ckpt: string;
@@ -67,7 +81,50 @@ if (arg.method === 'build-qlora') {
 // without a pattern (BackbonePlan.open).
 const times: number[] = [];
 let windowMs: number | undefined;
-if (arg.method === 'qlora' || arg.method === 'qlora-ckpt') {
+let epochMs: number[] | undefined;
+let cacheReport: unknown;
+if (arg.method === 'inference') {
+  const backbone = await Backbone.open(arg.ckpt, {
+    cacheDir: join(arg.cache, 'inference'),
+    graph: { logits: 'last' },
+  });
+  for (let s = 0; s < Math.max(1, arg.steps); s++) {
+    const start = performance.now();
+    const rows = Array.from({ length: B }, (_, b) => ids.slice(b * T, (b + 1) * T));
+    await backbone.stepper.step({
+      ids: rows,
+      mask: rows.map((r) => r.map(() => 1)),
+      positions: rows.map((r) => r.map((_, t) => t)),
+    });
+    await collectGarbage();
+    times.push(performance.now() - start);
+  }
+} else if (arg.method === 'lst-epochs') {
+  const W = Math.max(2, arg.steps);
+  const examples = benchExamples(2 * W);
+  const ends: number[] = [];
+  let epoch = 0;
+  const t0 = performance.now();
+  const result = await trainSideNet({
+    modelDir: arg.ckpt,
+    buildCacheDir: arg.cache,
+    sideNet: { preset: 'lst' },
+    train: examples,
+    hyperparameters: { epochs: 3, tokenBudget: B * T, maxBatchSize: B, warmup: { steps: 0 } },
+    taps: { kind: 'phased', maxBatches: W, dir: join(arg.cache, 'taps') },
+    ...(arg.activationCache
+      ? { activationCache: { dir: join(arg.cache, 'activations'), maxBytes: 2 * 1024 ** 3 } }
+      : {}),
+    onProgress: (p) => {
+      if (p.epoch !== epoch) ends.push(performance.now());
+      else ends[ends.length - 1] = performance.now();
+      epoch = p.epoch;
+    },
+  });
+  epochMs = ends.map((e, i) => e - (i === 0 ? t0 : ends[i - 1]!));
+  cacheReport = result.summary.activationCache;
+  times.push(...epochMs);
+} else if (arg.method === 'qlora' || arg.method === 'qlora-ckpt') {
   const dir = join(arg.cache, arg.method);
   const layout = JSON.parse(readFileSync(join(dir, 'layout.json'), 'utf8'));
   const blob = readFileSync(join(dir, 'init.bin'));
@@ -108,18 +165,7 @@ if (arg.method === 'qlora' || arg.method === 'qlora-ckpt') {
   // micro-batches of this size per window: W is pessimistic). BENCH_SCHEDULE=interleaved runs the
   // backbone and the side step alternately instead, both loaded throughout.
   const W = Math.max(2, arg.steps);
-  const examples: TrainingExample[] = Array.from({ length: B * 2 * W }, (_, i) => {
-    const row = i % B;
-    const at = (r: number[]) => Int32Array.from(r.slice(row * T, (row + 1) * T));
-    const targets = at(labels);
-    return {
-      line: i + 1,
-      inputIds: at(ids),
-      labels: targets,
-      targetCount: targets.filter((l) => l !== -100).length,
-      truncated: 'none',
-    };
-  });
+  const examples = benchExamples(2 * W);
   const sideNet =
     arg.method === 'lst'
       ? ({ preset: 'lst' } as const)
@@ -147,6 +193,7 @@ if (arg.method === 'qlora' || arg.method === 'qlora-ckpt') {
 console.log(
   JSON.stringify({
     method: arg.method,
+    ...(epochMs ? { epoch_ms: epochMs.map(Math.round), activation_cache: cacheReport ?? null } : {}),
     T,
     B,
     // Side nets: a step is the timed window's wall time over its micro-batches (passes, loads and
@@ -156,3 +203,19 @@ console.log(
     peak_mb: Math.round(process.resourceUsage().maxRSS / 1024),
   }),
 );
+
+/** `updates` x B examples of length T, one micro-batch of B per update. */
+function benchExamples(updates: number): TrainingExample[] {
+  return Array.from({ length: B * updates }, (_, i) => {
+    const row = i % B;
+    const at = (r: number[]) => Int32Array.from(r.slice(row * T, (row + 1) * T));
+    const targets = at(labels);
+    return {
+      line: i + 1,
+      inputIds: at(ids),
+      labels: targets,
+      targetCount: targets.filter((l) => l !== -100).length,
+      truncated: 'none',
+    };
+  });
+}
