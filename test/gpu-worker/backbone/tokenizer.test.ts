@@ -89,13 +89,15 @@ describe('tokenizer: encode and decode', () => {
     expect(tok.decode(ids)).toBe(text);
   });
 
-  it('maps special tokens in text to their single ids, and can skip them when decoding', () => {
-    const ids = tok.encode('<|im_start|>user\nHi<|im_end|>');
+  it('encodes special-token strings in text as text; the chat template writes the special ids', () => {
+    const text = tok.encode('<|im_start|>user\nHi<|im_end|>');
+    expect(text.filter((id) => tok.isSpecial(id))).toEqual([]);
+    expect(tok.decode(text)).toBe('<|im_start|>user\nHi<|im_end|>');
+    const ids = tok.encodeChat([{ role: 'user', content: 'Hi' }]);
     expect(ids[0]).toBe(tiny.tokens.imStart);
-    expect(ids.at(-1)).toBe(tiny.tokens.imEnd);
-    expect(ids.filter((id) => tok.isSpecial(id))).toHaveLength(2);
-    expect(tok.decode(ids)).toBe('<|im_start|>user\nHi<|im_end|>');
-    expect(tok.decode(ids, { skipSpecialTokens: true })).toBe('user\nHi');
+    expect(ids.filter((id) => tok.isSpecial(id))).toEqual([tiny.tokens.imStart, tiny.tokens.imEnd]);
+    expect(tok.decode(ids)).toBe('<|im_start|>user\nHi<|im_end|>\n');
+    expect(tok.decode(ids, { skipSpecialTokens: true })).toBe('user\nHi\n');
   });
 
   it('decodes padded model-vocab ids (beyond the tokenizer) to nothing', () => {

@@ -176,6 +176,7 @@ describe('examples: chat through the template', () => {
   const withTemplate = (render: (m: readonly { role: string; content: string }[], gen: boolean) => string) =>
     ({
       encode: (text, opts) => tok.encode(text, opts),
+      escapeChat: (m, opts) => tok.escapeChat(m, opts),
       applyChatTemplate: (m, opts) => render(m, opts?.addGenerationPrompt ?? false),
       eosTokenId: tok.eosTokenId,
       padTokenId: tok.padTokenId,
@@ -375,6 +376,7 @@ describe('prepareDataset: the bad-lines policy', () => {
   it('counts lines the template cannot render among the problems, with their line', () => {
     const throwing = {
       encode: (t: string, o?: { addSpecialTokens?: boolean }) => tok.encode(t, o),
+      escapeChat: (m: Parameters<BackboneTokenizer['escapeChat']>[0]) => tok.escapeChat(m),
       eosTokenId: tok.eosTokenId,
       padTokenId: tok.padTokenId,
       stopTokenIds: tok.stopTokenIds,

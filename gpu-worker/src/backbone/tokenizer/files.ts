@@ -24,6 +24,8 @@ const TokenizerJson = z.looseObject({
         id: z.number().int().nonnegative(),
         content: z.string(),
         special: z.boolean().optional(),
+        lstrip: z.boolean().optional(),
+        rstrip: z.boolean().optional(),
       }),
     )
     .default([]),

@@ -10,6 +10,7 @@ export {
   BackboneTokenizer,
   type DecodeOptions,
   type EncodeOptions,
+  type EscapedChat,
   loadTokenizer,
   type NamedToken,
 } from './tokenizer.ts';

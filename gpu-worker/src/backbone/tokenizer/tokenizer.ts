@@ -7,6 +7,7 @@ import {
   selectTemplate,
   type TemplateSource,
 } from './chat-template.ts';
+import { ContentEscape, type SpecialToken, SpecialTokenMatcher } from './content.ts';
 import { readTokenizerFiles, type TokenizerFiles, tokenContent } from './files.ts';
 import { IncrementalDecoder } from './incremental.ts';
 
@@ -14,6 +15,20 @@ export interface EncodeOptions {
   /** Let the post-processor add BOS/EOS as the model expects (default true; false for rendered chats). */
   addSpecialTokens?: boolean;
 }
+
+/**
+ * A chat prepared for its template with its content escaped (see content.ts): render `messages`
+ * (and `options`) with applyChatTemplate, then `encode` the rendered text, or any piece of it.
+ */
+export interface EscapedChat {
+  messages: ChatMessage[];
+  options: ChatTemplateOptions;
+  /** Rendered text -> ids: the template's markers as special ids, the content as text. */
+  encode(rendered: string): number[];
+}
+
+/** A tokenizer.json pipeline as the library takes it; `addedTokens` replaces its added_tokens. */
+export type HfTokenizerFactory = (addedTokens: unknown[]) => HfTokenizer;
 
 export interface DecodeOptions {
   skipSpecialTokens?: boolean;
@@ -49,11 +64,22 @@ export class BackboneTokenizer {
   /** Every special added token, content -> id. */
   readonly specialTokens: ReadonlyMap<string, number>;
   private readonly specialIds: ReadonlySet<number>;
+  private readonly specials: SpecialTokenMatcher;
   private readonly templates = new Map<string, TemplateSource | undefined>();
+  private readonly escapes = new Map<TemplateSource, ContentEscape>();
+  /** Built on first use: only text that spells out a special token needs it. */
+  private plainText?: { hf: HfTokenizer; prefix: number[]; suffix: number[] };
 
+  /**
+   * `rebuild` builds the same pipeline with other added tokens: the tokenizer makes one without
+   * its special tokens, to encode text in which they are spelled out.
+   */
   constructor(
     private readonly hf: HfTokenizer,
     private readonly files: TokenizerFiles,
+    private readonly rebuild: HfTokenizerFactory = () => {
+      throw new Error('this tokenizer cannot encode special-token strings as text (no factory given)');
+    },
   ) {
     let maxId = -1;
     let maxBytes = 1;
@@ -68,6 +94,11 @@ export class BackboneTokenizer {
     for (const t of files.tokenizer.added_tokens) if (t.special) special.set(t.content, t.id);
     this.specialTokens = special;
     this.specialIds = new Set(special.values());
+    this.specials = new SpecialTokenMatcher(
+      files.tokenizer.added_tokens
+        .filter((t) => t.special)
+        .map((t): SpecialToken => ({ content: t.content, id: t.id, lstrip: !!t.lstrip, rstrip: !!t.rstrip })),
+    );
 
     const problems: CheckpointProblem[] = [];
     const named = (field: 'bos_token' | 'eos_token' | 'pad_token' | 'unk_token'): NamedToken | undefined => {
@@ -129,8 +160,18 @@ export class BackboneTokenizer {
     return this.pad?.id;
   }
 
+  /**
+   * Text to ids. The text is text: a special token spelled out in it (`<|endoftext|>`) encodes as
+   * its characters, never as the special id; only the post-processor's own additions (a bos) are
+   * special ids. Chats get their markers from the template through encodeChat / escapeChat.
+   */
   encode(text: string, options: EncodeOptions = {}): number[] {
-    return this.hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    const addSpecialTokens = options.addSpecialTokens ?? true;
+    // Text without special-token strings: the library's own encoding, unchanged.
+    if (!this.specials.test(text)) return this.hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    const plain = this.textOnly();
+    const ids = this.plainTextIds(text);
+    return addSpecialTokens ? [...plain.prefix, ...ids, ...plain.suffix] : ids;
   }
 
   /** Ids the tokenizer does not know (a model's padded vocab rows) decode to nothing, as in HF tokenizers. */
@@ -182,9 +223,87 @@ export class BackboneTokenizer {
     });
   }
 
-  /** applyChatTemplate, then encode without adding special tokens again (the template has them). */
+  /**
+   * The chat through its template to ids, without adding special tokens again (the template has
+   * them): the template's markers are special ids, the messages' content is text (escapeChat).
+   */
   encodeChat(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): number[] {
-    return this.encode(this.applyChatTemplate(messages, options), { addSpecialTokens: false });
+    const chat = this.escapeChat(messages, options);
+    return chat.encode(this.applyChatTemplate(chat.messages, chat.options));
+  }
+
+  /**
+   * The chat's strings (messages, tools, documents) escaped for rendering, and the encoder of
+   * what the template renders from them: training renders prefixes of one chat and encodes them
+   * piece by piece, serving encodes the whole, and both get the same ids (content.ts).
+   */
+  escapeChat(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): EscapedChat {
+    const escaper = this.contentEscape(options.templateName);
+    const escapedOptions: ChatTemplateOptions = { ...options };
+    if (options.tools) escapedOptions.tools = escaper.escape(options.tools);
+    if (options.documents) escapedOptions.documents = escaper.escape(options.documents);
+    return {
+      messages: messages.map((m) => escaper.escape({ ...m })),
+      options: escapedOptions,
+      encode: (rendered) => this.encodeRendered(escaper, rendered),
+    };
+  }
+
+  /** A render of escaped content: cut at the template's markers, each text run unescaped and encoded as text. */
+  private encodeRendered(escaper: ContentEscape, rendered: string): number[] {
+    // No content spelled out a special token: the library's own encoding, unchanged.
+    if (!escaper.holdsEscapes(rendered)) return this.hf.encode(rendered, { add_special_tokens: false }).ids;
+    const ids: number[] = [];
+    for (const piece of this.specials.split(rendered)) {
+      if ('token' in piece) ids.push(piece.token.id);
+      else for (const id of this.plainTextIds(escaper.unescape(piece.text))) ids.push(id); // no spread: a run may be 1e5+ ids
+    }
+    return ids;
+  }
+
+  /** Text through the pipeline without special tokens (other added tokens still match). */
+  private plainTextIds(text: string): number[] {
+    const ids = this.textOnly().hf.encode(text, { add_special_tokens: false }).ids;
+    const special = ids.find((id) => this.specialIds.has(id));
+    if (special !== undefined) {
+      // The model's own merges produced a special token's string: refuse rather than inject it.
+      throw new Error(
+        `${this.files.paths.tokenizer}: the text ${JSON.stringify(text.slice(0, 80))} encodes to the special ` +
+          `token ${JSON.stringify(this.hf.id_to_token(special))} (${special}) without spelling it out`,
+      );
+    }
+    return ids;
+  }
+
+  private textOnly(): { hf: HfTokenizer; prefix: number[]; suffix: number[] } {
+    if (!this.plainText) {
+      const hf = this.rebuild(this.files.tokenizer.added_tokens.filter((t) => !t.special));
+      // What the post-processor adds around a text (a bos, an eos), found around a probe.
+      const probe = 'a';
+      const bare = this.hf.encode(probe, { add_special_tokens: false }).ids;
+      const full = this.hf.encode(probe, { add_special_tokens: true }).ids;
+      const at = full.findIndex((_, i) => bare.every((id, j) => full[i + j] === id));
+      if (at < 0 || bare.length === 0) {
+        fail(
+          this.files.paths.tokenizer,
+          'post_processor',
+          'adds tokens inside the text, not only around it: plain text cannot be encoded apart from them',
+        );
+      }
+      this.plainText = { hf, prefix: full.slice(0, at), suffix: full.slice(at + bare.length) };
+    }
+    return this.plainText;
+  }
+
+  private contentEscape(templateName: string | undefined): ContentEscape {
+    const source = this.template(templateName, true)!;
+    let escaper = this.escapes.get(source);
+    if (!escaper) {
+      const named = [this.bos, this.eos, this.pad, this.unk].flatMap((t) => (t ? [t.token] : []));
+      escaper = new ContentEscape(this.specials, [source.text, ...named, ...this.specialTokens.keys()]);
+      this.escapes.set(source, escaper);
+    }
+    return escaper;
   }
 
   private byId(id: number | null | undefined): NamedToken | undefined {
@@ -233,15 +352,16 @@ export async function loadTokenizer(dir: string): Promise<BackboneTokenizer> {
     decoder: null,
     ...tokenizer,
   };
-  let hf: HfTokenizer;
-  try {
-    hf = new HfTokenizer(libTokenizer, libConfig);
-  } catch (e) {
-    fail(
-      files.paths.tokenizer,
-      `model (${tokenizer.model.type ?? 'no type'})`,
-      `cannot be loaded (${(e as Error).message})`,
-    );
-  }
-  return new BackboneTokenizer(hf, files);
+  const build: HfTokenizerFactory = (addedTokens) => {
+    try {
+      return new HfTokenizer({ ...libTokenizer, added_tokens: addedTokens }, libConfig);
+    } catch (e) {
+      fail(
+        files.paths.tokenizer,
+        `model (${tokenizer.model.type ?? 'no type'})`,
+        `cannot be loaded (${(e as Error).message})`,
+      );
+    }
+  };
+  return new BackboneTokenizer(build(tokenizer.added_tokens), files, build);
 }

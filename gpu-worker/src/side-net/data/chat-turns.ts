@@ -1,4 +1,5 @@
 import type { ChatLine } from '@ladder/schemas';
+import type { EscapedChat } from '../../backbone/tokenizer/index.ts';
 import { ExampleError } from './errors.ts';
 import type { DataTokenizer } from './types.ts';
 
@@ -26,16 +27,29 @@ type Piece =
  * also be a prefix, and the turn is trained up to its end.
  *
  * Each piece is tokenized on its own (prompt pieces as generation would tokenize the prompt), so
- * the trained tokens decode to exactly the turn's text.
+ * the trained tokens decode to exactly the turn's text. Content is text: a special token spelled
+ * out in a message encodes as its characters (the template's markers alone are special ids), so
+ * a typed `<|im_end|>` neither ends a turn early nor differs from what serving feeds the model.
  */
 export function chatTokens(
   tokenizer: DataTokenizer,
   messages: ChatLine['messages'],
   line: number,
 ): { tokens: number[]; trained: boolean[] } {
+  // Rendered with the content escaped, so that only the template's markers encode as special
+  // tokens (a typed `<|im_end|>` is text here, as it is when serving the same chat).
+  let chat: EscapedChat;
+  try {
+    chat = tokenizer.escapeChat(messages);
+  } catch (e) {
+    throw new ExampleError(line, 'messages', `the chat template failed: ${(e as Error).message}`);
+  }
   const render = (upTo: number, addGenerationPrompt: boolean): string => {
     try {
-      return tokenizer.applyChatTemplate(messages.slice(0, upTo), { addGenerationPrompt });
+      return tokenizer.applyChatTemplate(chat.messages.slice(0, upTo), {
+        ...chat.options,
+        addGenerationPrompt,
+      });
     } catch (e) {
       throw new ExampleError(line, 'messages', `the chat template failed: ${(e as Error).message}`);
     }
@@ -75,7 +89,13 @@ export function chatTokens(
   const trained: boolean[] = [];
   for (const piece of pieces) {
     if (piece.text === '') continue;
-    const ids = tokenizer.encode(piece.text, { addSpecialTokens: false });
+    let ids: number[];
+    try {
+      ids = chat.encode(piece.text);
+    } catch (e) {
+      const field = piece.kind === 'turn' ? `messages.${piece.message}` : 'messages';
+      throw new ExampleError(line, field, (e as Error).message);
+    }
     let trainedTokens = 0;
     if (piece.kind === 'turn') {
       let endOfTurn = ids.findIndex((id) => stops.has(id));

@@ -6,7 +6,7 @@ export const IGNORE_INDEX = -100;
 /** What turning dataset lines into token ids needs from the backbone's tokenizer. */
 export type DataTokenizer = Pick<
   BackboneTokenizer,
-  'encode' | 'applyChatTemplate' | 'eosTokenId' | 'padTokenId' | 'stopTokenIds' | 'isSpecial'
+  'encode' | 'escapeChat' | 'applyChatTemplate' | 'eosTokenId' | 'padTokenId' | 'stopTokenIds' | 'isSpecial'
 >;
 
 /** How an overlong example was cut to maxLength (see toTrainingExample). */
