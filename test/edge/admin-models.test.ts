@@ -117,4 +117,13 @@ describe('OpenAPI document', () => {
       expect(doc.paths, path).toHaveProperty([path]);
     }
   });
+
+  it('says that prompts and message contents are text, special tokens included', async () => {
+    type Doc = { paths: Record<string, { post: { description: string } }> };
+    const doc = await json<Doc>(await call('/openapi.json'));
+    expect(doc.paths['/v1/completions']!.post.description).toMatch(/prompt is text.*not control tokens/);
+    expect(doc.paths['/v1/chat/completions']!.post.description).toMatch(
+      /content is text.*never as the control token/,
+    );
+  });
 });

@@ -6,6 +6,15 @@ import { bearer, errorResponses, json, router } from '../lib/openapi.ts';
 
 const streamNote =
   'With `stream: true`, server-sent events in OpenAI chunk format; the last chunk carries `usage`.';
+const chatText =
+  "Messages go through the backbone's chat template; their content is text: a special token typed in it " +
+  '(`<|im_start|>`, `<|endoftext|>`) is encoded as those characters, never as the control token. Only the ' +
+  "template's own markers are special tokens, exactly as when the adapter was trained on a chat.";
+const promptText =
+  'The prompt is text, encoded as training encodes `prompt`/`completion` lines: special tokens spelled out ' +
+  "in it (`<|im_start|>`, `<|endoftext|>`) are ordinary characters, not control tokens (the tokenizer's own " +
+  'start-of-text token, when it adds one, is the only special token). To talk to a chat model in its turn ' +
+  'format, use `/v1/chat/completions`.';
 
 export function completionRoutes() {
   const app = router();
@@ -16,7 +25,7 @@ export function completionRoutes() {
       method: 'post',
       path: '/v1/chat/completions',
       security: bearer,
-      description: `\`model\` is a backbone or one of your adapters (\`ft:...\`). ${streamNote}`,
+      description: `\`model\` is a backbone or one of your adapters (\`ft:...\`). ${chatText} ${streamNote}`,
       request: {
         body: { content: { 'application/json': { schema: ChatCompletionRequest } }, required: true },
       },
@@ -29,7 +38,7 @@ export function completionRoutes() {
       method: 'post',
       path: '/v1/completions',
       security: bearer,
-      description: `\`model\` is a backbone or one of your adapters (\`ft:...\`). ${streamNote}`,
+      description: `\`model\` is a backbone or one of your adapters (\`ft:...\`). ${promptText} ${streamNote}`,
       request: { body: { content: { 'application/json': { schema: CompletionRequest } }, required: true } },
       responses: { 200: json(TextCompletion), ...errorResponses },
     }),
