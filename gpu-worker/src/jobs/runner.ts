@@ -8,7 +8,7 @@ import {
   signRequest,
 } from '@ladder/schemas';
 import type { WorkerConfig } from '../config.ts';
-import type { ComputeGate, Release } from '../serving/gate.ts';
+import { type ComputeGate, TrainingTurns } from '../serving/gate.ts';
 import type { WorkerMetrics } from '../serving/metrics.ts';
 import type { ServingModel } from '../serving/model.ts';
 import { resolveSideNet, type SideNetShape } from '../side-net/config.ts';
@@ -80,8 +80,9 @@ const MAX_LENGTH = 1024;
  * then a run of the side-net trainer with checkpoints in the AdapterStore; a restarted worker
  * resumes every unfinished job from its latest checkpoint. Events go through a persisted outbox:
  * posted until acknowledged, with ids fixed by (job, kind, step) so a repeat is recognisable,
- * and a step already reported is not reported again after a resume. Training takes `train`
- * turns of the compute gate between optimizer steps, so serving goes first.
+ * and a step already reported is not reported again after a resume. Training holds a `train`
+ * turn of the compute gate and gives it up to waiting requests at every yield point inside a
+ * step (micro-batches, backbone passes) and between steps, so serving goes first.
  */
 export class JobRunner {
   private readonly jobs = new Map<string, JobRecord>();
@@ -430,7 +431,9 @@ export class JobRunner {
       status: 'running',
       resumed_from_step: latest?.record.step ?? 0,
     });
-    let release: Release | undefined;
+    // Training holds a compute turn while it works and gives it up at each yield point when
+    // requests wait, so a request waits for one unit of training work, not a whole step.
+    const turns = new TrainingTurns(this.gate, () => this.metrics.trainingYields.inc());
     try {
       const tokenizer = this.model.tokenizer;
       const maxLength = Math.min(MAX_LENGTH, this.model.config.maxPositions);
@@ -503,6 +506,7 @@ export class JobRunner {
             }
           : {}),
         signal,
+        yieldPoint: turns.yieldPoint,
         onProgress: async (p) => {
           this.metrics.trainingSteps.inc();
           this.metrics.trainingTokens.inc(Math.max(0, p.tokens - tokens));
@@ -543,13 +547,10 @@ export class JobRunner {
             });
           } else this.save(fresh ? { ...rec, reported_step: p.step } : rec);
           // Between steps: serving first (the gate grants training a turn every few serving turns).
-          release?.();
-          release = undefined;
-          release = await this.gate.acquire('train');
+          await turns.betweenSteps();
         },
       });
-      release?.();
-      release = undefined;
+      turns.end();
       const manifest = await store.put({
         adapterId: jobId,
         version: 1,
@@ -588,7 +589,7 @@ export class JobRunner {
         trained_tokens: s.tokensSeen,
       });
     } catch (e) {
-      release?.();
+      turns.end();
       const rec = this.jobs.get(jobId)!;
       if (e instanceof TrainingAbortedError && signal.reason === 'shutdown') return; // resumes on restart
       if (e instanceof TrainingAbortedError && signal.reason === 'pause') this.paused(rec);

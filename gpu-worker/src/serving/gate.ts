@@ -59,12 +59,18 @@ export class TrainingTurns {
   /** Turns given up to waiting serving work (observable: the bench and tests count them). */
   yielded = 0;
 
-  constructor(private readonly gate: ComputeGate) {}
+  constructor(
+    private readonly gate: ComputeGate,
+    private readonly onYield?: () => void,
+  ) {}
 
   /** At a yield point: takes the turn when not held; gives it up first when serving waits. */
   readonly yieldPoint = async (): Promise<void> => {
     if (this.release && !this.gate.servingWaiting) return;
-    if (this.release) this.yielded++;
+    if (this.release) {
+      this.yielded++;
+      this.onYield?.();
+    }
     this.release?.();
     this.release = undefined;
     this.release = await this.gate.acquire('train');

@@ -169,6 +169,10 @@ export function workerMetrics() {
     ),
     trainingSteps: r.counter('ladder_training_steps_total', 'Optimizer steps run by training jobs'),
     trainingTokens: r.counter('ladder_training_tokens_total', 'Tokens trained on (every epoch counted)'),
+    trainingYields: r.counter(
+      'ladder_training_yields_total',
+      'Times a training job gave its compute turn to waiting requests in the middle of a step',
+    ),
     jobs: r.gauge('ladder_training_jobs', 'Training jobs by status'),
   };
 }
