@@ -1,68 +1,15 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import {
-  DatasetValidator,
-  FileObject,
-  FilePurpose,
-  formatDatasetError,
-  ListQuery,
-  listOf,
-  sha256Hex,
-} from '@ladder/schemas';
+import { FileObject, formatDatasetError, ListQuery, listOf } from '@ladder/schemas';
+import { type ReceivedUpload, receiveUpload } from '../files/upload.ts';
 import { purgeOnWorkers } from '../jobs/purge.ts';
 import { config } from '../lib/config.ts';
-import { ApiException, invalidRequest, notFound } from '../lib/errors.ts';
+import { invalidRequest, notFound } from '../lib/errors.ts';
 import { newId, unixSeconds } from '../lib/ids.ts';
 import { bearer, errorResponses, IdParam, json, router } from '../lib/openapi.ts';
-import { type FileRow, fileKey, fileObject, getFile, storeFile } from '../store/files.ts';
+import { type FileRow, fileKey, fileObject, getFile, insertFileRow, StagedObject } from '../store/files.ts';
 
 /** Line errors quoted in a refused upload's message. */
 const QUOTED_ERRORS = 10;
-
-interface Upload {
-  bytes: Uint8Array;
-  filename: string;
-  purpose: unknown;
-}
-
-/** multipart/form-data (`file`, `purpose`) as OpenAI clients send it, or the raw JSONL body. */
-async function readUpload(req: Request, maxBytes: number): Promise<Upload> {
-  const declared = Number(req.headers.get('content-length') ?? 0);
-  const tooBig = () =>
-    new ApiException(
-      413,
-      `File is larger than the limit of ${maxBytes} bytes.`,
-      'invalid_request_error',
-      'file_too_large',
-      'file',
-    );
-  // multipart adds a little framing around the file itself
-  if (declared > maxBytes + 64 * 1024) throw tooBig();
-  const type = req.headers.get('content-type') ?? '';
-  let upload: Upload;
-  if (type.startsWith('multipart/form-data')) {
-    const form = await req.formData();
-    const file = form.get('file');
-    if (!(file instanceof File)) throw invalidRequest('Missing the multipart field "file".', 'file');
-    upload = {
-      bytes: new Uint8Array(await file.arrayBuffer()),
-      filename: file.name || 'upload.jsonl',
-      purpose: form.get('purpose'),
-    };
-  } else {
-    const url = new URL(req.url);
-    upload = {
-      bytes: new Uint8Array(await req.arrayBuffer()),
-      filename: url.searchParams.get('filename') ?? 'upload.jsonl',
-      purpose: url.searchParams.get('purpose'),
-    };
-  }
-  if (upload.bytes.byteLength > maxBytes) throw tooBig();
-  if (!FilePurpose.safeParse(upload.purpose).success)
-    throw invalidRequest('purpose must be "fine-tune".', 'purpose');
-  if (upload.filename.length > 256)
-    throw invalidRequest('filename is longer than 256 characters.', 'filename');
-  return upload;
-}
 
 export function fileRoutes() {
   const app = router();
@@ -78,40 +25,47 @@ export function fileRoutes() {
     }),
     async (c) => {
       const tenant = c.get('tenant').id;
-      const maxBytes = config(c.env).fileMaxBytes;
-      const upload = await readUpload(c.req.raw, maxBytes);
-      let text: string;
+      const id = newId('file');
+      const key = fileKey(tenant, id);
+      const staged = new StagedObject(c.env.FILES, key, {
+        contentType: 'application/jsonl',
+        customMetadata: { tenant },
+      });
+      let upload: ReceivedUpload;
       try {
-        text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(upload.bytes);
-      } catch {
-        throw invalidRequest('The file is not valid UTF-8.', 'file', 'invalid_file');
-      }
-      const validator = new DatasetValidator({ maxBytes, keepLines: false, maxErrors: QUOTED_ERRORS });
-      validator.write(text);
-      const v = validator.end();
-      if (!v.ok) {
-        const lines = v.errors.map(formatDatasetError).join('; ');
-        const more = v.errorCount > v.errors.length ? ` (and ${v.errorCount - v.errors.length} more)` : '';
-        throw invalidRequest(
-          `Invalid training file: ${v.invalidLineCount} invalid line(s) of ${v.lineCount}. ${lines}${more}`,
-          'file',
-          'invalid_file',
-        );
+        upload = await receiveUpload(c.req.raw, {
+          maxBytes: config(c.env).fileMaxBytes,
+          maxErrors: QUOTED_ERRORS,
+          staged,
+        });
+        const v = upload.validation;
+        if (!v.ok) {
+          const lines = v.errors.map(formatDatasetError).join('; ');
+          const more = v.errorCount > v.errors.length ? ` (and ${v.errorCount - v.errors.length} more)` : '';
+          throw invalidRequest(
+            `Invalid training file: ${v.invalidLineCount} invalid line(s) of ${v.lineCount}. ${lines}${more}`,
+            'file',
+            'invalid_file',
+          );
+        }
+        // (A file that fit in one part gets its hash in the object's metadata too.)
+        await staged.commit({ sha256: upload.sha256 });
+      } finally {
+        await staged.abort().catch(() => undefined); // a no-op once committed
       }
       const row: FileRow = {
-        id: newId('file'),
+        id,
         tenant_id: tenant,
         filename: upload.filename,
         purpose: 'fine-tune',
-        bytes: upload.bytes.byteLength,
-        format: v.format,
-        line_count: v.lineCount,
-        sha256: await sha256Hex(upload.bytes),
-        r2_key: '',
+        bytes: upload.bytes,
+        format: upload.validation.format,
+        line_count: upload.validation.lineCount,
+        sha256: upload.sha256,
+        r2_key: key,
         created_at: unixSeconds(),
       };
-      row.r2_key = fileKey(tenant, row.id);
-      await storeFile(c.env, { row, bytes: upload.bytes, contentType: 'application/jsonl' });
+      await insertFileRow(c.env, row);
       return c.json(fileObject(row), 200);
     },
   );
