@@ -83,6 +83,22 @@ describe('multipart/form-data stream reader', () => {
     }
   });
 
+  it("agrees with the runtime's own formData() on names, file names and contents", async () => {
+    // As undici (the openai client in Node) frames it: the file first, a quote escaped as %22.
+    const b = '----formdata-undici-020548749576';
+    const body = `--${b}\r\nContent-Disposition: form-data; name="file"; filename="naïve %22q%22.jsonl"\r\nContent-Type: application/octet-stream\r\n\r\n{"a":1}\n\r\n--${b}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n--${b}--\r\n`;
+    const form = await new Request('https://x.test', {
+      method: 'POST',
+      body,
+      headers: { 'content-type': `multipart/form-data; boundary=${b}` },
+    }).formData();
+    const file = form.get('file') as File;
+    expect(await parts(body, b, 7)).toEqual([
+      { name: 'file', filename: file.name, contentType: file.type, data: await file.text() },
+      { name: 'purpose', filename: null, contentType: null, data: form.get('purpose') },
+    ]);
+  });
+
   it('decodes an RFC 5987 filename* over the plain filename', async () => {
     const body = `--b\r\nContent-Disposition: form-data; name="file"; filename="x.jsonl"; filename*=UTF-8''na%C3%AFve.jsonl\r\n\r\n1\r\n--b--`;
     expect((await parts(body, 'b'))[0]?.filename).toBe('naïve.jsonl');
