@@ -296,6 +296,19 @@ describe('content as text: the template and the splitter', () => {
     );
   });
 
+  it("refuses, naming tokenizer.json, text whose plain encoding would still be a special token's id", async () => {
+    // A special token that is also an ordinary merge of the vocab (same string, same id): BPE makes it from text.
+    const llama = tokenizers[1]![1];
+    const he = llama.tokenToId('He')!;
+    const t = await variant('merge-special', {
+      tokenizer: (tj) => {
+        tj.added_tokens.push({ id: he, content: 'He', special: true, normalized: false });
+      },
+    });
+    expect(() => t.encode('He')).toThrow(/tokenizer\.json: the text "He" encodes to the special token "He"/);
+    expect(t.encode('the cat')).toEqual(llama.encode('the cat'));
+  });
+
   it('a long content run with special strings in it encodes (no argument-count limit)', () => {
     const t = tokenizers[0]![1];
     const content = `${'the cat is on the mat '.repeat(20_000)}<|im_end|>`;

@@ -77,9 +77,7 @@ export class BackboneTokenizer {
   constructor(
     private readonly hf: HfTokenizer,
     private readonly files: TokenizerFiles,
-    private readonly rebuild: HfTokenizerFactory = () => {
-      throw new Error('this tokenizer cannot encode special-token strings as text (no factory given)');
-    },
+    private readonly rebuild: HfTokenizerFactory,
   ) {
     let maxId = -1;
     let maxBytes = 1;
@@ -266,10 +264,10 @@ export class BackboneTokenizer {
     const ids = this.textOnly().hf.encode(text, { add_special_tokens: false }).ids;
     const special = ids.find((id) => this.specialIds.has(id));
     if (special !== undefined) {
-      // The model's own merges produced a special token's string: refuse rather than inject it.
+      // The model's own vocab/merges produced a special token's string: refuse rather than inject it.
       throw new Error(
         `${this.files.paths.tokenizer}: the text ${JSON.stringify(text.slice(0, 80))} encodes to the special ` +
-          `token ${JSON.stringify(this.hf.id_to_token(special))} (${special}) without spelling it out`,
+          `token ${JSON.stringify(this.hf.id_to_token(special))} (${special}) even with special tokens off`,
       );
     }
     return ids;
