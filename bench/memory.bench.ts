@@ -78,6 +78,10 @@ try {
   });
   const built = child({ method: 'build-qlora', T: 1, B: 1, ckpt, cache, steps: 0 });
   if ('error' in built) throw new Error(`building the QLoRA step failed: ${built.error}`);
+  if (METHODS.includes('inference')) {
+    const b = child({ method: 'build-inference', T: 1, B: 1, ckpt, cache, steps: 0 });
+    if ('error' in b) throw new Error(`building the inference backbone failed: ${b.error}`);
+  }
 
   const results: Record<string, Record<string, number | string>> = {};
   for (const T of SEQS) {

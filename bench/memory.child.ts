@@ -7,6 +7,7 @@
 //                parked on disk between phases; BENCH_SCHEDULE=interleaved drops the last)
 //   lst-seed     LST as the seed runs it: none of them (memory.seed.ts)
 //   xladder      xLadder through the trainer, as lst
+//   build-inference  the inference build, made and cached (not measured)
 //   inference    the backbone alone as a server runs it (4-bit, last-position logits, no taps):
 //                one prefill of B x T tokens
 //   lst-epochs   LST through the trainer for 3 epochs of 2W examples, `activationCache` on or off;
@@ -26,6 +27,7 @@ import { median } from './stats.ts';
 const arg = JSON.parse(process.argv[2]!) as {
   method:
     | 'build-qlora'
+    | 'build-inference'
     | 'lst'
     | 'lst-seed'
     | 'xladder'
@@ -76,6 +78,15 @@ if (arg.method === 'build-qlora') {
   process.exit(0);
 }
 
+const openInference = () =>
+  Backbone.open(arg.ckpt, { cacheDir: join(arg.cache, 'inference'), graph: { logits: 'last' } });
+if (arg.method === 'build-inference') {
+  // Built (quantized and saved) in its own process, as a worker finds it in its build cache.
+  await openInference();
+  console.log(JSON.stringify({ built: true }));
+  process.exit(0);
+}
+
 // Sessions run as the trainer runs them: TRAINING_SESSION (no onnxruntime memory arena, the memory
 // pattern on) for QLoRA's step as for the side step, whose trainer also runs the backbone pass
 // without a pattern (BackbonePlan.open).
@@ -84,10 +95,7 @@ let windowMs: number | undefined;
 let epochMs: number[] | undefined;
 let cacheReport: unknown;
 if (arg.method === 'inference') {
-  const backbone = await Backbone.open(arg.ckpt, {
-    cacheDir: join(arg.cache, 'inference'),
-    graph: { logits: 'last' },
-  });
+  const backbone = await openInference();
   for (let s = 0; s < Math.max(1, arg.steps); s++) {
     const start = performance.now();
     const rows = Array.from({ length: B }, (_, b) => ids.slice(b * T, (b + 1) * T));
