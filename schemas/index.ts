@@ -54,6 +54,7 @@ export {
   Heartbeat,
   Hyperparameters,
   JobEvent,
+  JobEventAck,
   JobStatus,
   Prompt,
   PurgeRequest,

@@ -260,12 +260,28 @@ export const JobEvent = z.strictObject({
   metrics: StepMetrics.optional(),
   /** Final event only: the published adapter. */
   adapter: AdapterManifest.optional(),
-  /** Final event only: billable training tokens (tokens x epochs), recorded once by event id. */
+  /**
+   * Final event only: billable training tokens, recorded once per job whatever the event ids.
+   * `succeeded`: tokens x epochs; `cancelled`: the tokens trained before it stopped.
+   */
   billed_training_tokens: z.number().int().min(0).optional(),
-  /** Final event only: tokens the job trained on (every epoch's). */
+  /** Final event only (`succeeded`, `cancelled`): tokens the job trained on (every epoch's). */
   trained_tokens: z.number().int().min(0).optional(),
 });
 export type JobEvent = z.infer<typeof JobEvent>;
+
+/**
+ * The edge's answer to a JobEvent: `job_status` is the job's status at the edge after the event
+ * (OpenAI's names: `validating_files`, `queued`, `running`, `paused`, `succeeded`, `failed`,
+ * `cancelled`). A worker still training a job the edge calls cancelled, failed or succeeded
+ * stops it: that is how a cancel that never reached the worker still stops it.
+ */
+export const JobEventAck = z.object({
+  ok: z.boolean(),
+  duplicate: z.boolean(),
+  job_status: z.string(),
+});
+export type JobEventAck = z.infer<typeof JobEventAck>;
 
 /** Worker -> edge, POST /internal/v1/workers/heartbeat. */
 export const Heartbeat = z.strictObject({

@@ -558,4 +558,64 @@ describe('fine-tuning jobs', () => {
       await runInDurableObject(registryStub(), (reg: WorkerRegistry) => reg.leases().map((l) => l.job_id)),
     ).not.toContain(job.id);
   });
+
+  it('bills a cancelled job what it trained, once; a run that ends after the cancel is billed, never registered, and purged', async () => {
+    const t = await newTenant('canceller', { concurrent_jobs: 10 });
+    const file = await uploadFile(t.key);
+    const usage = async () =>
+      (
+        await json<{ data: { model: string; training_tokens: number }[] }>(
+          await call('/v1/usage', { key: t.key }),
+        )
+      ).data;
+    const cancelled = async () => {
+      const job = await json<Job>(await createJob(t.key, { model: 'ladder-tiny', training_file: file.id }));
+      const start = await eventually(async () => [...a.jobs, ...b.jobs].find((j) => j.job_id === job.id));
+      const worker = a.jobs.includes(start) ? a : b;
+      await worker.sendEvent(start, { event_id: `${job.id}-p1`, type: 'progress', step: 1 });
+      const res = await call(`/v1/fine_tuning/jobs/${job.id}/cancel`, { key: t.key, method: 'POST' });
+      expect((await json<Job>(res)).status).toBe('cancelled');
+      return { job, start, worker };
+    };
+
+    // The worker stops and reports what it trained: billed once, whatever the event ids.
+    const first = await cancelled();
+    const stop = { type: 'cancelled' as const, step: 3, billed_training_tokens: 300, trained_tokens: 300 };
+    expect(
+      await json(
+        await first.worker.sendEvent(first.start, { ...stop, event_id: `${first.job.id}-cancelled` }),
+      ),
+    ).toMatchObject({ duplicate: false, job_status: 'cancelled' });
+    await first.worker.sendEvent(first.start, { ...stop, event_id: 'another-id', trained_tokens: 999 });
+    expect(await usage()).toEqual([expect.objectContaining({ model: 'ladder-tiny', training_tokens: 300 })]);
+    const firstJob = await json<Job>(await call(`/v1/fine_tuning/jobs/${first.job.id}`, { key: t.key }));
+    expect(firstJob).toMatchObject({ status: 'cancelled', trained_tokens: 300, fine_tuned_model: null });
+
+    // A run that finished before its worker heard of the cancel: billed, the job stays cancelled,
+    // no model is registered, and every worker is told to delete the adapter.
+    const second = await cancelled();
+    const manifest = manifestFor(second.start);
+    const late = await second.worker.sendEvent(second.start, {
+      event_id: `${second.job.id}-succeeded`,
+      type: 'succeeded',
+      step: 10,
+      adapter: manifest,
+      billed_training_tokens: 1000,
+      trained_tokens: 1000,
+    });
+    expect(await json(late)).toMatchObject({ duplicate: false, job_status: 'cancelled' });
+    expect(await usage()).toEqual([expect.objectContaining({ model: 'ladder-tiny', training_tokens: 1300 })]);
+    const secondJob = await json<Job>(await call(`/v1/fine_tuning/jobs/${second.job.id}`, { key: t.key }));
+    expect(secondJob).toMatchObject({ status: 'cancelled', trained_tokens: 1000, fine_tuned_model: null });
+    const models = await json<{ data: { id: string; kind: string }[] }>(
+      await call('/v1/models', { key: t.key }),
+    );
+    expect(models.data.filter((m) => m.kind === 'adapter')).toEqual([]);
+    const purge = {
+      tenant: t.id,
+      job_id: second.job.id,
+      adapter: { adapter_id: manifest.adapter_id, version: 1 },
+    };
+    for (const w of [a, b]) expect(w.purges).toEqual([purge]);
+  });
 });

@@ -1,33 +1,15 @@
-import { PurgeRequest } from '@ladder/schemas';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { call, eventually, json, newTenant, uploadFile } from './helpers/api.ts';
 import { seedAdapter } from './helpers/seed.ts';
 import { interceptWorkers, StandInWorker } from './helpers/stand-in-worker.ts';
 
-/** The stand-in worker, answering the edge's signed purges (the stand-in verifies each signature). */
-class PurgingWorker extends StandInWorker {
-  readonly purges: PurgeRequest[] = [];
-  override async handle(req: Request): Promise<Response> {
-    if (new URL(req.url).pathname !== '/internal/v1/purge') return super.handle(req);
-    const verdict = await super.handle(req.clone());
-    if (verdict.status === 401) return verdict;
-    const purge = PurgeRequest.parse(await req.json());
-    this.purges.push(purge);
-    return Response.json({
-      job_id: purge.job_id,
-      adapter_versions: purge.adapter ? 1 : 0,
-      checkpoints: purge.adapter !== undefined,
-      datasets: true,
-    });
-  }
-}
-
+// The stand-in answers the edge's signed purges (verifying each signature) and records them.
 describe("deletes reach the workers' copies", () => {
-  let a: PurgingWorker;
-  let b: PurgingWorker;
+  let a: StandInWorker;
+  let b: StandInWorker;
   beforeEach(async () => {
-    a = new PurgingWorker('purge-a');
-    b = new PurgingWorker('purge-b');
+    a = new StandInWorker('purge-a');
+    b = new StandInWorker('purge-b');
     interceptWorkers(a, b);
     expect((await a.heartbeat()).status).toBe(200);
     expect((await b.heartbeat()).status).toBe(200);

@@ -5,12 +5,19 @@ import { ApiException } from '../lib/errors.ts';
 import { unixSeconds } from '../lib/ids.ts';
 import { adapterModelId, registerAdapter } from '../store/adapters.ts';
 import { addEvent, type JobRow, TERMINAL } from '../store/jobs.ts';
+import { purgeOnWorkers } from './purge.ts';
 import { writeResultsFile } from './results.ts';
 
 /**
  * Applies a worker's signed progress/final event to its job. Every effect is idempotent (guarded
  * updates, INSERT OR IGNORE, the meter's dedup by id), and the event row is written last, so a
  * callback that failed half-way is completed by the worker's retry and a duplicate changes nothing.
+ *
+ * A finished job takes no more progress, with one exception: training a cancelled job consumed.
+ * Its worker's `cancelled` event bills the tokens trained up to the stop, and a `succeeded` event
+ * that arrives after the cancel (the run ended before the worker heard) bills the run but
+ * registers nothing: the cancel stands, and the adapter is purged from the workers. Either way a
+ * job is billed once (`train:<job id>`), so cancelling and recreating a job is never free.
  */
 export async function applyJobEvent(
   env: Env,
@@ -22,7 +29,10 @@ export async function applyJobEvent(
   if (seen) return { duplicate: true, job_status: job.status };
   let status = job.status;
   let modelId: string | null = null;
-  if (!TERMINAL.has(job.status)) {
+  if (job.status === 'cancelled' && (e.type === 'cancelled' || e.type === 'succeeded')) {
+    await billCancelled(env, job, e, now);
+    if (e.type === 'succeeded') await purgeOrphan(env, job, e);
+  } else if (!TERMINAL.has(job.status)) {
     const reg = registry(env);
     switch (e.type) {
       case 'started':
@@ -86,6 +96,7 @@ export async function applyJobEvent(
           .run();
         status = e.type;
         await reg.release(job.id);
+        if (e.type === 'cancelled') await billCancelled(env, job, e, now);
         break;
     }
   }
@@ -169,6 +180,41 @@ async function succeed(env: Env, job: JobRow, e: JobEvent, now: number): Promise
     .bind(modelId, e.trained_tokens ?? billed, JSON.stringify([resultFile]), unixSeconds(now), job.id)
     .run();
   return modelId;
+}
+
+/**
+ * The training a cancelled job consumed, billed once per job (the same usage id as a success's)
+ * under the backbone's name, since it left no model; the job shows it as trained_tokens.
+ */
+async function billCancelled(env: Env, job: JobRow, e: JobEvent, now: number): Promise<void> {
+  const tokens = e.trained_tokens ?? e.billed_training_tokens ?? e.adapter?.training.tokens ?? 0;
+  if (tokens <= 0) return;
+  await meter(env, job.tenant_id).record({
+    id: `train:${job.id}`,
+    kind: 'training',
+    model: job.model,
+    backbone: job.model,
+    ts: now,
+    prompt_tokens: 0,
+    completion_tokens: 0,
+    training_tokens: tokens,
+  });
+  await env.DB.prepare(
+    `UPDATE jobs SET trained_tokens = ? WHERE id = ? AND status = 'cancelled' AND trained_tokens IS NULL`,
+  )
+    .bind(tokens, job.id)
+    .run();
+}
+
+/** The adapter of a run that finished after its job was cancelled: deleted from every worker, never registered. */
+async function purgeOrphan(env: Env, job: JobRow, e: JobEvent): Promise<void> {
+  if (!e.adapter || e.adapter.tenant !== job.tenant_id) return;
+  const { adapter_id, version } = e.adapter;
+  await purgeOnWorkers(
+    env,
+    [{ tenant: job.tenant_id, job_id: job.id, adapter: { adapter_id, version } }],
+    [job.worker_id],
+  );
 }
 
 /** What a public event's `data` holds: a metrics event's figures OpenAI-named, with Ladder's beside them. */

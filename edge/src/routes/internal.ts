@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import { Heartbeat, JobEvent } from '@ladder/schemas';
+import { Heartbeat, JobEvent, JobEventAck } from '@ladder/schemas';
 import { registry } from '../durable-objects/worker-registry.ts';
 import { applyJobEvent } from '../jobs/events.ts';
 import { ApiException, notFound, unauthorized } from '../lib/errors.ts';
@@ -59,14 +59,14 @@ export function internalRoutes() {
       method: 'post',
       path: '/internal/v1/jobs/{job_id}/events',
       description:
-        'Progress and final events of a job. Idempotent by event_id. The answer carries the job status, so a worker learns of a cancellation.',
+        "Progress and final events of a job. Idempotent by event_id. The answer carries the job's status at the edge: a worker stops a job the edge calls cancelled, failed or succeeded (a cancel it was never told of).",
       request: {
         params: z.object({ job_id: z.string() }),
         headers: z.object(signed),
         // The body (a JobEvent) is read raw: the signature covers its exact bytes.
       },
       responses: {
-        200: json(z.object({ ok: z.boolean(), duplicate: z.boolean(), job_status: z.string() })),
+        200: json(JobEventAck),
         ...errorResponses,
       },
     }),

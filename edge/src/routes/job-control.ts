@@ -28,7 +28,9 @@ export function jobControlRoutes() {
   app.openapi(
     controlRoute(
       'cancel',
-      'Cancels a job that has not finished. Its worker is told at once, and otherwise learns it from the answer to its next progress callback.',
+      'Cancels a job that has not finished. Its worker is told at once, and otherwise learns it from the answer to its next progress callback, and stops. ' +
+        'The training done before the stop is billed (training tokens, once per job; `trained_tokens` shows it). ' +
+        'A run that finished before its worker heard of the cancel is billed the same way, and its adapter is deleted, not registered: the job stays cancelled.',
     ),
     async (c) => {
       const job = await jobOf(c);
@@ -45,7 +47,11 @@ export function jobControlRoutes() {
         .bind(unixSeconds(), job.id)
         .run();
       await registry(c.env).release(job.id);
-      await addJobEvent(c.env, job, `cancelled`, { type: 'cancelled', message: 'Fine-tuning job cancelled' });
+      // Not `<job>-cancelled`: that is the id of the worker's own cancelled event, which bills.
+      await addJobEvent(c.env, job, 'cancel-requested', {
+        type: 'cancelled',
+        message: 'Fine-tuning job cancelled',
+      });
       c.executionCtx.waitUntil(tellWorker(c.env, job, 'cancel'));
       return c.json(jobObject(await reread(c.env, job)), 200);
     },

@@ -73,6 +73,8 @@ export interface JobView {
 const TERMINAL: readonly JobStatus[] = ['succeeded', 'failed', 'cancelled'];
 /** Not terminal, and not resumed until a StartJobRequest with a higher attempt asks for it. */
 const PAUSED: JobStatus = 'paused';
+/** Edge statuses that end a job wherever it runs (its tenant cancelled it, its lease gave up, another worker finished it). */
+const ENDED_AT_EDGE = new Set(['cancelled', 'failed', 'succeeded']);
 const MAX_LENGTH = 1024;
 
 /**
@@ -344,15 +346,39 @@ export class JobRunner {
           const r = this.jobs.get(jobId)!;
           const event = r.outbox[0];
           if (!event) return;
-          const ok = await postWithRetries(r.request.callback_url, event, this.poster, () => this.stopped);
-          if (!ok) return;
+          const outcome = await postWithRetries(
+            r.request.callback_url,
+            event,
+            this.poster,
+            () => this.stopped,
+          );
+          if (!outcome) return;
           const now = this.jobs.get(jobId)!;
           this.save({ ...now, outbox: now.outbox.filter((e) => e.event_id !== event.event_id) });
+          if (outcome.kind === 'acknowledged' && outcome.jobStatus) this.followEdge(jobId, outcome.jobStatus);
         }
       } finally {
         this.flushing.delete(jobId);
       }
     })();
+  }
+
+  /**
+   * The edge's status for a job, from its answer to a callback, wins over this worker's: a job the
+   * edge has ended stops here (a cancel whose POST .../cancel never arrived, a lease that gave up,
+   * a run that succeeded on another worker) and one it paused pauses. The stop is the same as a
+   * cancel's: the cancelled event bills the tokens trained so far, and the job's data is deleted.
+   */
+  private followEdge(jobId: string, edgeStatus: string): void {
+    const r = this.jobs.get(jobId);
+    if (!r || TERMINAL.includes(r.status) || r.status === PAUSED) return;
+    if (ENDED_AT_EDGE.has(edgeStatus)) {
+      console.warn(`gpu-worker: the edge reports job ${jobId} ${edgeStatus}; stopping it`);
+      this.cancel(jobId);
+    } else if (edgeStatus === PAUSED && this.active.has(jobId)) {
+      console.warn(`gpu-worker: the edge reports job ${jobId} paused; pausing it`);
+      this.pause(jobId);
+    }
   }
 
   /** Outbox drained (tests and shutdown use it). */
@@ -372,7 +398,11 @@ export class JobRunner {
     extra: Partial<JobEvent> = {},
   ) {
     const rec = this.save({ ...r, status, error: status === 'failed' ? message : null });
-    this.emit(rec, status, `${r.request.job_id}-${status}`, { message, ...extra });
+    // A cancelled job bills what it trained before it stopped (once per job at the edge, like a
+    // success): cancel-and-recreate must not be free training.
+    const trained =
+      status === 'cancelled' ? { billed_training_tokens: r.tokens, trained_tokens: r.tokens } : {};
+    this.emit(rec, status, `${r.request.job_id}-${status}`, { message, ...trained, ...extra });
     this.cleanup(r.request.job_id);
   }
 

@@ -7,6 +7,7 @@ import {
   type GenerateResponse,
   type Heartbeat,
   type JobEvent,
+  PurgeRequest,
   StartJobRequest,
   signRequest,
   verifyRequest,
@@ -27,6 +28,8 @@ export class StandInWorker {
   readonly jobs: StartJobRequest[] = [];
   readonly generations: GenerateRequest[] = [];
   readonly rejectedSignatures: string[] = [];
+  /** Signed `POST /internal/v1/purge` requests it received (each acknowledged). */
+  readonly purges: PurgeRequest[] = [];
   /** Signed `POST /internal/v1/jobs/{id}/cancel | pause` calls it received. */
   readonly controls: { job_id: string; action: string }[] = [];
   /** Answers every generation with this status and OpenAI-shaped error, as the real worker refuses. */
@@ -98,6 +101,16 @@ export class StandInWorker {
             { status: 404 },
           );
     }
+    if (path === '/internal/v1/purge') {
+      const purge = PurgeRequest.parse(JSON.parse(body));
+      this.purges.push(purge);
+      return Response.json({
+        job_id: purge.job_id,
+        adapter_versions: purge.adapter ? 1 : 0,
+        checkpoints: purge.adapter !== undefined,
+        datasets: true,
+      });
+    }
     const cancelGen = path.match(/^\/internal\/v1\/generate\/([^/]+)\/cancel$/);
     if (cancelGen) {
       const id = decodeURIComponent(cancelGen[1]!);
@@ -167,7 +180,7 @@ export class StandInWorker {
     const id = gen.request_id;
     this.generated.set(id, 0);
     const every = this.streamEveryMs;
-    let timer: ReturnType<typeof setInterval> | null = null;
+    let timer: ReturnType<typeof setInterval> | undefined;
     const body = new ReadableStream<Uint8Array>({
       start: (ctrl) => {
         const send = (x: object) => ctrl.enqueue(enc.encode(`data: ${JSON.stringify(x)}\n\n`));

@@ -143,13 +143,19 @@ export const refOf = (m: AdapterManifest) => ({
 /**
  * A stand-in for the edge (NOT the real edge, which runs on workerd): it serves training files
  * and records the worker's signed job events and heartbeats, deduplicating events by id the way
- * the edge does.
+ * the edge does, and answers each event as the edge does (`{ ok, duplicate, job_status }`).
  */
 export class StandInEdge {
   readonly files = new Map<string, string>();
   /** Every event POST that verified, in arrival order (retries and repeats included). */
   readonly posts: { event: JobEvent; raw: string }[] = [];
   readonly heartbeats: unknown[] = [];
+  /** The job_status its answers give a job (the edge's status for it); 'running' when unset. */
+  readonly jobStatus = new Map<string, string>();
+  /** Answers every event of these jobs with this HTTP status instead (a rotated secret: 401). */
+  readonly refuse = new Map<string, number>();
+  /** Events refused by `refuse`, in arrival order. */
+  readonly refused: JobEvent[] = [];
   rejected = 0;
   private server: Server | undefined;
   url = '';
@@ -189,8 +195,18 @@ export class StandInEdge {
     }
     if (req.method === 'POST' && path.startsWith('/events/')) {
       const event = JobEvent.parse(JSON.parse(body));
+      const refusal = this.refuse.get(event.job_id);
+      if (refusal !== undefined) {
+        this.refused.push(event);
+        res.writeHead(refusal).end('{"error":{"message":"refused by the test"}}');
+        return;
+      }
+      const duplicate = this.posts.some((p) => p.event.event_id === event.event_id);
       this.posts.push({ event, raw: body });
-      res.writeHead(200).end('{}');
+      const job_status = this.jobStatus.get(event.job_id) ?? 'running';
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ ok: true, duplicate, job_status }));
       return;
     }
     if (req.method === 'POST' && path === '/internal/v1/workers/heartbeat') {

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FsAdapterStore } from '../../../adapters/index.ts';
 import { type JobEvent, StartJobResponse } from '../../../schemas/index.ts';
 import { writeTinyCheckpoint } from '../../helpers/tiny-checkpoint.ts';
 import { metric, StandInEdge, signed, spawnWorker } from './helpers.ts';
@@ -45,10 +46,14 @@ const job = (id: string, over: Record<string, unknown> = {}) => ({
   ...over,
 });
 
-async function until<T>(what: string, f: () => T | undefined, timeoutMs = 60_000): Promise<T> {
+async function until<T>(
+  what: string,
+  f: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 60_000,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const v = f();
+    const v = await f();
     if (v !== undefined) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
@@ -318,4 +323,46 @@ describe('training jobs', () => {
       await worker.stop();
     }
   }, 120_000);
+
+  it("stops a job when the edge's answer to its callback says cancelled (a cancel it was never sent): billed for what it trained, data deleted", async () => {
+    const dataDir = join(root, 'edge-cancel-data');
+    const worker = await spawnWorker(env(dataDir));
+    try {
+      edge.files.set('edge-cancel.jsonl', dataset(200));
+      const res = await signed(
+        worker.url,
+        '/internal/v1/jobs',
+        job('edge-cancel', { training_file_url: `${edge.url}/files/edge-cancel.jsonl` }),
+      );
+      expect(res.status).toBe(200);
+      const first = await until('progress', () =>
+        edge.events('edge-cancel').find((e) => e.type === 'progress'),
+      );
+      // The tenant cancels at the edge; the worker's POST .../cancel is never sent.
+      edge.jobStatus.set('edge-cancel', 'cancelled');
+      const end = await until(
+        'the job to end',
+        () => edge.events('edge-cancel').find((e) => ['succeeded', 'failed', 'cancelled'].includes(e.type)),
+        120_000,
+      );
+      expect(end.type, end.message).toBe('cancelled');
+      expect(end.event_id).toBe('edge-cancel-cancelled');
+      expect(end.step).toBeLessThan(first.total_steps);
+      // Billed: the tokens trained up to the stop, which the status also reports.
+      expect(end.billed_training_tokens).toBeGreaterThan(0);
+      expect(end.trained_tokens).toBe(end.billed_training_tokens);
+      const view = (await (
+        await signed(worker.url, '/internal/v1/jobs/edge-cancel', undefined, { method: 'GET' })
+      ).json()) as { status: string; step: number };
+      expect(view).toMatchObject({ status: 'cancelled', step: end.step });
+      // Its checkpoints are deleted, and nothing was published.
+      const store = new FsAdapterStore({ dataDir, tenant: 'tenant-t' });
+      await until('the checkpoints to go', async () =>
+        (await store.checkpoints.steps('edge-cancel')).length === 0 ? true : undefined,
+      );
+      expect((await store.list({ adapterId: 'edge-cancel' })).items).toEqual([]);
+    } finally {
+      await worker.stop();
+    }
+  }, 180_000);
 });
