@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -361,6 +361,39 @@ describe('training jobs', () => {
         (await store.checkpoints.steps('edge-cancel')).length === 0 ? true : undefined,
       );
       expect((await store.list({ adapterId: 'edge-cancel' })).items).toEqual([]);
+    } finally {
+      await worker.stop();
+    }
+  }, 180_000);
+
+  it('keeps a final event the edge refuses (a rotated secret) across a restart, and delivers it once accepted', async () => {
+    const dataDir = join(root, 'refused-data');
+    // The training file is gone: the job fails at once, so its only event is the final one.
+    const request = job('refused-job', { training_file_url: `${edge.url}/files/missing.jsonl` });
+    edge.refuse.set('refused-job', 401);
+    let worker = await spawnWorker(env(dataDir));
+    try {
+      expect((await signed(worker.url, '/internal/v1/jobs', request)).status).toBe(200);
+      await until('two refusals', () => (edge.refused.length >= 2 ? true : undefined));
+      await worker.stop();
+      expect(worker.output()).toMatch(
+        /refused final event refused-job-failed \(HTTP 401, try 1\): kept, retrying/,
+      );
+      // On disk, still to be sent.
+      const record = JSON.parse(readFileSync(join(dataDir, 'jobs', 'refused-job.json'), 'utf8')) as {
+        status: string;
+        outbox: JobEvent[];
+      };
+      expect(record.status).toBe('failed');
+      expect(record.outbox.map((e) => e.event_id)).toEqual(['refused-job-failed']);
+      expect(edge.events('refused-job')).toEqual([]);
+
+      edge.refuse.delete('refused-job');
+      worker = await spawnWorker(env(dataDir));
+      const final = await until('the final event', finalOf('refused-job'));
+      expect(final).toMatchObject({ event_id: 'refused-job-failed', type: 'failed' });
+      expect(final.message).toMatch(/train file: GET \/files\/missing.jsonl answered 404/);
+      expect(edge.refused.every((e) => e.event_id === 'refused-job-failed')).toBe(true);
     } finally {
       await worker.stop();
     }
