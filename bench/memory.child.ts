@@ -78,8 +78,14 @@ if (arg.method === 'build-qlora') {
   process.exit(0);
 }
 
+// The trainer's backbone-pass session options (no arena, no memory pattern): the leanest settings,
+// so the ratio against training is not flattered by an inference run holding an arena.
 const openInference = () =>
-  Backbone.open(arg.ckpt, { cacheDir: join(arg.cache, 'inference'), graph: { logits: 'last' } });
+  Backbone.open(arg.ckpt, {
+    cacheDir: join(arg.cache, 'inference'),
+    graph: { logits: 'last' },
+    session: { ...TRAINING_SESSION, memoryPattern: false },
+  });
 if (arg.method === 'build-inference') {
   // Built (quantized and saved) in its own process, as a worker finds it in its build cache.
   await openInference();
